@@ -1,0 +1,1 @@
+"""Reference data shipped with GovCA (the 2025 province map)."""

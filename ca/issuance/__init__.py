@@ -1,0 +1,1 @@
+"""Issuance: the pure certificate builder, integrity checks, and the numbered issuance cycle."""

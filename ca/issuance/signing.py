@@ -1,0 +1,70 @@
+"""Signature parameters per CA, a throwaway key of the same shape for linting, and the checks on
+what the HSM returned."""
+from __future__ import annotations
+
+import threading
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from ca.errors import IntegrityError
+from ca.keys import KeySpec
+
+HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+SCHEMES = ("pkcs1v15", "pss", "ecdsa")
+
+
+def sign_options(key_spec: KeySpec, scheme: str, hash_name: str) -> dict:
+    """Keyword arguments for cryptography builders' sign(): algorithm and rsa_padding."""
+    if hash_name not in HASHES:
+        raise ValueError(f"unsupported hash {hash_name}")
+    algorithm = HASHES[hash_name]()
+    if key_spec.type == "rsa" and scheme == "pss":
+        # RFC 4055 / Circular 15/2025: RSASSA-PSS with MGF1 of the same hash, salt = hash length.
+        return {"algorithm": algorithm,
+                "rsa_padding": padding.PSS(mgf=padding.MGF1(algorithm),
+                                           salt_length=padding.PSS.DIGEST_LENGTH)}
+    return {"algorithm": algorithm}
+
+
+_lint_keys: dict[KeySpec, object] = {}
+_lint_lock = threading.Lock()
+
+
+def lint_key(spec: KeySpec):
+    """A software key of the issuer's type and size, to sign the linting copy of a certificate
+    (so its TBS is byte-identical to the real one). It signs nothing that is released."""
+    with _lint_lock:
+        key = _lint_keys.get(spec)
+        if key is None:
+            if spec.type == "rsa":
+                key = rsa.generate_private_key(public_exponent=65537, key_size=int(spec.spec))
+            else:
+                key = ec.generate_private_key({"secp256r1": ec.SECP256R1(),
+                                               "secp384r1": ec.SECP384R1()}[spec.spec])
+            _lint_keys[spec] = key
+        return key
+
+
+def check_signed(signed: x509.Certificate, linted_tbs: bytes, issuer_public_key) -> None:
+    """The HSM signed exactly what was linted, and the signature verifies."""
+    if signed.tbs_certificate_bytes != linted_tbs:
+        raise IntegrityError("the signed certificate differs from the linted one")
+    try:
+        _verify(signed, issuer_public_key)
+    except Exception:
+        raise IntegrityError("the HSM's signature does not verify with the CA public key") from None
+
+
+def _verify(cert: x509.Certificate, public_key) -> None:
+    params = cert.signature_algorithm_parameters
+    if isinstance(public_key, rsa.RSAPublicKey):
+        pad = params if isinstance(params, padding.PSS) else padding.PKCS1v15()
+        public_key.verify(cert.signature, cert.tbs_certificate_bytes, pad,
+                          cert.signature_hash_algorithm)
+    else:
+        public_key.verify(cert.signature, cert.tbs_certificate_bytes,
+                          ec.ECDSA(cert.signature_hash_algorithm))
+
+

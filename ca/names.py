@@ -1,0 +1,107 @@
+"""Vietnamese text as certificate data: NFC, no control characters, RFC 5280 bounds in characters."""
+from __future__ import annotations
+
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ca.errors import InvalidInput
+
+# RFC 5280 Appendix A upper bounds, counted in characters.
+UB_COMMON_NAME = 64
+UB_LOCALITY_NAME = 128
+UB_ORGANIZATION_NAME = 64
+UB_ORGANIZATIONAL_UNIT_NAME = 64
+UB_EMAIL = 255
+
+
+def clean_text(value: str, *, field_name: str, max_chars: int, required: bool = True) -> str:
+    """NFC-normalise, trim and collapse inner whitespace; refuse control and format characters
+    (including bidi overrides) and text longer than `max_chars` characters."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field_name} must be text", field=field_name)
+    text = unicodedata.normalize("NFC", value)
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cf", "Cs", "Co", "Cn") or cat in ("Zl", "Zp"):
+            raise InvalidInput(f"{field_name} contains a control or invisible character "
+                               f"(U+{ord(ch):04X})", field=field_name, code="control_character")
+    text = " ".join(text.split())
+    if required and not text:
+        raise InvalidInput(f"{field_name} is required", field=field_name, code="required")
+    if len(text) > max_chars:
+        raise InvalidInput(f"{field_name} is {len(text)} characters long; at most {max_chars} "
+                           f"are allowed", field=field_name, code="too_long")
+    return text
+
+
+def fold(text: str) -> str:
+    """Search key: lowercase without diacritics ('Nguyễn' -> 'nguyen', 'Đ' -> 'd')."""
+    decomposed = unicodedata.normalize("NFD", text.replace("Đ", "D").replace("đ", "d"))
+    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn").lower()
+
+
+def _attr(oid: x509.ObjectIdentifier, value: str) -> x509.NameAttribute:
+    # cryptography bounds CN by 64 UTF-8 *bytes*; RFC 5280 bounds it by 64 *characters*.
+    # Lengths were checked in characters by clean_text, so its byte check is skipped here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return x509.NameAttribute(oid, value, _validate=False)
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """What goes into a subscriber's DN: C=VN, L=province, O=agency, OU=unit(s), CN=name."""
+
+    common_name: str
+    locality: str | None = None
+    organization: str | None = None
+    organizational_units: tuple[str, ...] = field(default_factory=tuple)
+    country: str = "VN"
+
+    def cleaned(self) -> "SubjectData":
+        if len(self.country) != 2 or not self.country.isascii() or not self.country.isalpha():
+            raise InvalidInput("country must be a two-letter code", field="country")
+        return SubjectData(
+            common_name=clean_text(self.common_name, field_name="common name",
+                                   max_chars=UB_COMMON_NAME),
+            locality=(clean_text(self.locality, field_name="locality", max_chars=UB_LOCALITY_NAME)
+                      if self.locality else None),
+            organization=(clean_text(self.organization, field_name="organization",
+                                     max_chars=UB_ORGANIZATION_NAME) if self.organization else None),
+            organizational_units=tuple(
+                clean_text(u, field_name="organizational unit", max_chars=UB_ORGANIZATIONAL_UNIT_NAME)
+                for u in self.organizational_units if u),
+            country=self.country.upper(),
+        )
+
+
+def build_name(data: SubjectData) -> x509.Name:
+    """The DN in the order seen in Vietnamese government certificates (C first, CN last)."""
+    d = data.cleaned()
+    rdns = [x509.NameAttribute(NameOID.COUNTRY_NAME, d.country)]
+    if d.locality:
+        rdns.append(_attr(NameOID.LOCALITY_NAME, d.locality))
+    if d.organization:
+        rdns.append(_attr(NameOID.ORGANIZATION_NAME, d.organization))
+    for unit in d.organizational_units:
+        rdns.append(_attr(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
+    rdns.append(_attr(NameOID.COMMON_NAME, d.common_name))
+    return x509.Name(rdns)
+
+
+def check_name_text(name: x509.Name, what: str) -> None:
+    """Refuse control characters anywhere in a DN we were given (e.g. a CSR's subject)."""
+    for attr in name:
+        value = attr.value
+        if isinstance(value, bytes):
+            continue
+        for ch in value:
+            if unicodedata.category(ch) in ("Cc", "Cf"):
+                raise InvalidInput(f"{what} contains a control character (U+{ord(ch):04X})",
+                                   field="subject", code="control_character")

@@ -1,0 +1,1 @@
+"""Relying parties' side: CRLs, OCSP and CA certificates over HTTP."""

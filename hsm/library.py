@@ -1,0 +1,65 @@
+"""Loads a PKCS#11 module once per process, initialised with OS locking.
+
+python-pkcs11 0.10 calls C_Initialize(NULL), which tells the module that the application will not
+call it from several threads; SoftHSM then turns its mutexes off and two threads signing at once
+crash the process. We call C_Initialize with CKF_OS_LOCKING_OK ourselves (ctypes, on the same
+dlopen handle) and give python-pkcs11 a lib object that skips its own initialisation.
+
+After fork() a child must initialise the module again (PKCS#11 v2.40 section 6.7.7); the loaded
+library is therefore remembered with the pid that loaded it, and reloaded in a new process.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import pkcs11
+from pkcs11 import _pkcs11
+
+CKF_OS_LOCKING_OK = 0x00000002
+CKR_OK = 0x0
+CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
+
+
+class _CInitializeArgs(ctypes.Structure):
+    _fields_ = [("CreateMutex", ctypes.c_void_p), ("DestroyMutex", ctypes.c_void_p),
+                ("LockMutex", ctypes.c_void_p), ("UnlockMutex", ctypes.c_void_p),
+                ("flags", ctypes.c_ulong), ("pReserved", ctypes.c_void_p)]
+
+
+class LockedLib(_pkcs11.lib):
+    """A python-pkcs11 `lib` whose initialisation asks the module for OS locking."""
+
+    def initialize(self):  # overrides the Cython cpdef called from lib.__init__
+        handle = ctypes.CDLL(self.so)
+        args = _CInitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
+        rv = handle.C_Initialize(ctypes.byref(args))
+        if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
+            raise pkcs11.PKCS11Error(f"C_Initialize(CKF_OS_LOCKING_OK) failed: rv=0x{rv:x}")
+
+
+_lock = threading.Lock()
+_loaded: dict[str, tuple[int, LockedLib]] = {}
+
+
+def load(module: str) -> LockedLib:
+    """The module's lib object for this process (initialised after any fork)."""
+    pid = os.getpid()
+    with _lock:
+        entry = _loaded.get(module)
+        if entry and entry[0] == pid:
+            return entry[1]
+        # First use in this process, or a forked child: never reuse the parent's state.
+        pkcs11._loaded.pop(module, None)
+        lib = LockedLib(module)
+        pkcs11._loaded[module] = lib
+        _loaded[module] = (pid, lib)
+        return lib
+
+
+def forget(module: str) -> None:
+    """Drop the cached lib (used when the module reports a fatal error)."""
+    with _lock:
+        _loaded.pop(module, None)
+        pkcs11._loaded.pop(module, None)

@@ -1,0 +1,161 @@
+"""A per-process pool of PKCS#11 sessions on one token, safe for threads and forked workers.
+
+Login state in PKCS#11 belongs to the application, not the session: one "anchor" session logs in
+and stays open; pooled sessions are opened without a PIN and inherit the login (closing them does
+not log the process out). After fork() the pool notices the new pid and starts afresh.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+
+import pkcs11
+from pkcs11 import exceptions as p11e
+
+from ca.errors import HsmUnavailable
+from hsm import library
+from hsm.config import HsmConfig
+
+log = logging.getLogger(__name__)
+
+# Errors after which the session (or the whole login) cannot be trusted any more.
+FATAL = (p11e.DeviceRemoved, p11e.DeviceError, p11e.TokenNotPresent, p11e.TokenNotRecognised,
+         p11e.SessionHandleInvalid, p11e.SessionClosed, p11e.UserNotLoggedIn,
+         p11e.GeneralError, p11e.DeviceMemory, p11e.HostMemory)
+UNAVAILABLE = FATAL + (p11e.NoSuchToken, p11e.PKCS11Error)
+
+
+class PooledSession:
+    """A python-pkcs11 session plus a cache of key objects found in it."""
+
+    def __init__(self, session: pkcs11.Session) -> None:
+        self.session = session
+        self.keys: dict[tuple[bytes, object], object] = {}
+
+    def private_key(self, key_id: bytes):
+        k = (key_id, pkcs11.ObjectClass.PRIVATE_KEY)
+        if k not in self.keys:
+            self.keys[k] = self.session.get_key(object_class=pkcs11.ObjectClass.PRIVATE_KEY,
+                                                id=key_id)
+        return self.keys[k]
+
+    def public_key(self, key_id: bytes):
+        return self.session.get_key(object_class=pkcs11.ObjectClass.PUBLIC_KEY, id=key_id)
+
+
+class SessionPool:
+    def __init__(self, config: HsmConfig, acquire_timeout: float = 30.0) -> None:
+        self.config = config
+        self.acquire_timeout = acquire_timeout
+        self._lock = threading.Lock()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._pid = os.getpid()
+        self._idle: queue.LifoQueue[PooledSession] = queue.LifoQueue()
+        self._opened = 0
+        self._anchor: pkcs11.Session | None = None
+        self._token: pkcs11.Token | None = None
+        self._slots = threading.BoundedSemaphore(self.config.pool_size)
+
+    # -- token and login ------------------------------------------------------------------
+    def _ensure_login(self) -> pkcs11.Token:
+        if self._pid != os.getpid():
+            # Forked: the parent's sessions are not ours. Do not close them (that would log the
+            # parent out); just forget them.
+            self._reset_state()
+        if self._token is not None and self._anchor is not None:
+            return self._token
+        self.config.apply_environment()
+        try:
+            lib = library.load(self.config.module)
+            token = lib.get_token(token_label=self.config.token_label)
+        except p11e.NoSuchToken:
+            raise HsmUnavailable(f"no token labelled {self.config.token_label!r} in "
+                                 f"{self.config.module}") from None
+        except UNAVAILABLE as exc:
+            raise HsmUnavailable(f"the PKCS#11 module cannot be used: {type(exc).__name__}") from None
+        pin = self.config.read_pin()
+        try:
+            anchor = token.open(user_pin=pin)
+        except p11e.UserAlreadyLoggedIn:
+            anchor = token.open()
+        except p11e.PinIncorrect:
+            raise HsmUnavailable("the token rejected the PIN in "
+                                 f"{self.config.pin_file}") from None
+        except p11e.PinLocked:
+            raise HsmUnavailable("the token's user PIN is locked") from None
+        except UNAVAILABLE as exc:
+            raise HsmUnavailable(f"cannot log in to the token: {type(exc).__name__}") from None
+        self._token, self._anchor = token, anchor
+        return token
+
+    def reset(self) -> None:
+        """Forget every session (after a fatal error); the next use logs in again."""
+        with self._lock:
+            old_idle, anchor, same_process = self._idle, self._anchor, self._pid == os.getpid()
+            self._reset_state()
+        if not same_process:
+            return
+        while True:
+            try:
+                ps = old_idle.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(Exception):
+                ps.session.close()
+        if anchor is not None:
+            with contextlib.suppress(Exception):
+                anchor.close()
+
+    def close(self) -> None:
+        self.reset()
+
+    # -- sessions ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self) -> Iterator[PooledSession]:
+        with self._lock:
+            token = self._ensure_login()
+            slots, idle = self._slots, self._idle
+        if not slots.acquire(timeout=self.acquire_timeout):
+            raise HsmUnavailable("all HSM sessions are busy; try again")
+        ps: PooledSession | None = None
+        try:
+            try:
+                ps = idle.get_nowait()
+            except queue.Empty:
+                try:
+                    ps = PooledSession(token.open())
+                except UNAVAILABLE as exc:
+                    self.reset()
+                    raise HsmUnavailable(f"cannot open an HSM session: {type(exc).__name__}") from None
+            try:
+                yield ps
+            except FATAL as exc:
+                log.warning("PKCS#11 fatal error %s: resetting the session pool", type(exc).__name__)
+                ps = None
+                self.reset()
+                raise HsmUnavailable(f"the HSM failed: {type(exc).__name__}") from None
+        finally:
+            if ps is not None and idle is self._idle:
+                idle.put(ps)
+            slots.release()
+
+    @contextlib.contextmanager
+    def rw_session(self) -> Iterator[pkcs11.Session]:
+        """A read-write session, for key generation only; not pooled."""
+        with self._lock:
+            token = self._ensure_login()
+        try:
+            session = token.open(rw=True)
+        except UNAVAILABLE as exc:
+            raise HsmUnavailable(f"cannot open a read-write HSM session: {type(exc).__name__}") from None
+        try:
+            yield session
+        finally:
+            with contextlib.suppress(Exception):
+                session.close()

@@ -1,0 +1,1 @@
+"""Server-rendered pages (Vietnamese by default)."""
