@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from ca.store import models  # noqa: F401  (registers every table on Base.metadata)
+from ca.store import schema  # noqa: F401  (registers every table on Base.metadata)
 from ca.store.base import Base
 from ca.store.database import make_engine
 

@@ -33,10 +33,8 @@ def create_app(settings: Settings | None = None, *, clock=None, testing: bool = 
             configure_sqlite(engine)
     app.extensions["govca"] = build_services(settings, clock=clock, engine=engine)
 
-    from crl.http import bp as pki_bp
-    from ra_portal.web.pages import bp as pages_bp
-    app.register_blueprint(pki_bp)
-    app.register_blueprint(pages_bp)
+    from ra_portal.blueprints import register_blueprints
+    register_blueprints(app)
     return app
 
 

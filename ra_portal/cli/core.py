@@ -1,61 +1,17 @@
-"""The `govca` command line. Errors go to stderr with a non-zero exit status."""
+"""`govca` commands of the CA core: instance, db, demo, ca, cert issue/show, serve."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import sys
-from pathlib import Path
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
-from ca.errors import CAError, HsmUnavailable
 from ca.keys import KeySpec
 from ca.names import SubjectData
-
-EXIT_ERROR, EXIT_HSM = 1, 3
-
-
-class CLIError(click.ClickException):
-    exit_code = EXIT_ERROR
-
-    def show(self, file=None):
-        click.echo(f"govca: error: {self.message}", err=True)
-
-
-def _app():
-    from ra_portal import create_app
-    return create_app()
-
-
-def with_services(fn):
-    """Run the command inside an app context with the service container; CAError -> stderr."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            app = _app()
-        except CAError as exc:
-            raise CLIError(exc.message) from None
-        with app.app_context():
-            svc = app.extensions["govca"]
-            try:
-                return fn(svc, *args, **kwargs)
-            except HsmUnavailable as exc:
-                err = CLIError(f"HSM unavailable: {exc.message}")
-                err.exit_code = EXIT_HSM
-                raise err from None
-            except CAError as exc:
-                raise CLIError(exc.message) from None
-            finally:
-                svc.close()
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main():
-    """GovCA: certificate authority of the government PKI."""
+from ra_portal.cli.common import CLIError, main, read_limited, with_services
 
 
 # --- instance and database -----------------------------------------------------------------
@@ -255,7 +211,7 @@ def cert_issue(svc, ca_name, profile, csr_file, subscriber, common_name, dns, va
     """Issue a certificate from a CSR; prints the certificate as PEM."""
     from ca.issuance.service import IssueRequest
     from ca.registry import find_subscriber
-    data = _read_input(csr_file)
+    data = read_limited(csr_file, what="CSR")
     sub_id = None
     if subscriber:
         with svc.db.transaction() as s:
@@ -268,19 +224,6 @@ def cert_issue(svc, ca_name, profile, csr_file, subscriber, common_name, dns, va
     cert_obj = x509.load_der_x509_certificate(row.der)
     click.echo(cert_obj.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
     click.echo(f"issued serial {row.serial} by {ca_name}", err=True)
-
-
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read(64 * 1024 + 1)
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > 64 * 1024:
-            raise CLIError(f"{path} is {size} bytes; a CSR is at most 65536 bytes")
-        return p.read_bytes()
-    except OSError as exc:
-        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
 
 
 @cert.command("show")
@@ -352,6 +295,3 @@ def serve(listen, workers):
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", listen, "--workers",
                                str(workers), "--access-logfile", "-", "wsgi:app"])
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,61 @@
+"""The issuance cycle against the demo PKI: independent tools accept what it produces."""
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+
+from ca.issuance.service import IssueRequest
+from ca.store.models import Certificate, CertificateAuthority, Subscriber
+from tests import factories
+from tests.tools import openssl_verify, pem, pkilint
+
+
+def _ca_pems(db):
+    with db.transaction() as s:
+        cas = {c.name: c.certificate_der for c in s.execute(select(CertificateAuthority)).scalars()}
+    return pem(cas["root"]), pem(cas["issuing"])
+
+
+def _subscriber(db, username="staff.hanoi.1"):
+    with db.transaction() as s:
+        return s.execute(select(Subscriber).where(Subscriber.username == username)).scalar_one()
+
+
+def test_issued_certificate_verifies_with_openssl_and_lints_clean(db, issuance, tmp_path):
+    sub = _subscriber(db)
+    row = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
+                                      csr=factories.csr(factories.key("rsa2048")),
+                                      subscriber_id=sub.id))
+    assert row.state == "issued"
+    root, issuing = _ca_pems(db)
+    result = openssl_verify(tmp_path, pem(row.der), root, issuing)
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "leaf.der").write_bytes(row.der)
+    lint = pkilint("cert", tmp_path / "leaf.der")
+    assert lint.returncode == 0, lint.stdout
+    for name, der in (("root", root), ("issuing", issuing)):
+        p = tmp_path / f"{name}.pem"
+        p.write_bytes(der)
+        lint = pkilint("cert", p, "PEM")
+        assert lint.returncode == 0, (name, lint.stdout)
+
+
+def test_subject_comes_from_registration_not_csr(db, issuance):
+    sub = _subscriber(db)
+    row = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
+                                      csr=factories.csr(cn="Mallory CA"), subscriber_id=sub.id))
+    cert = x509.load_der_x509_certificate(row.der)
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0]
+    assert cn.value == "Nguyễn Thị Ánh Tuyết"
+    assert cn._type.name == "UTF8String"
+    # byte-exact NFC UTF-8 inside the DER
+    assert "Nguyễn Thị Ánh Tuyết".encode("utf-8") in row.der
+    loc = cert.subject.get_attributes_for_oid(x509.NameOID.LOCALITY_NAME)[0].value
+    assert loc == "Hà Nội"
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.RFC822Name) == [sub.email]
+    with db.transaction() as s:
+        stored = s.execute(select(Certificate).where(Certificate.serial == row.serial)).scalar_one()
+        assert stored.der == cert.public_bytes(serialization.Encoding.DER)
+        assert stored.not_after.tzinfo is not None
