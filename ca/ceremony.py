@@ -67,9 +67,13 @@ class Ceremony:
         if scheme not in SCHEMES or (params.key_spec.type == "rsa" and scheme == "ecdsa"):
             raise PolicyViolation(f"signature scheme {params.scheme!r} does not fit "
                                   f"{params.key_spec}", field="signature")
+        if params.validity_days < 1:
+            raise PolicyViolation("a CA certificate must be valid for at least one day",
+                                  field="validity_days")
         if params.validity_days > profile.max_validity_days:
             raise PolicyViolation(f"a CA certificate is valid at most {profile.max_validity_days}"
                                   f" days", field="validity_days")
+        build_name(params.subject)  # a bad subject fails here, before any key is generated
         now = self.clock.now().replace(microsecond=0)
         with self.db.transaction() as s:
             existing = s.execute(select(CertificateAuthority).where(
@@ -85,6 +89,9 @@ class Ceremony:
                                    f"`govca ca init-root` first", field="parent")
                 if parent.status != "active":
                     raise PolicyViolation(f"the parent CA {parent_name!r} is {parent.status}")
+                if parent.not_after <= now:
+                    raise PolicyViolation(f"the parent CA {parent_name!r} has expired",
+                                          field="parent")
 
         # The key is generated in the HSM; from here on failures destroy it again.
         label = f"govca-{params.name}-{now:%Y%m%d%H%M%S}"

@@ -98,7 +98,12 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
     if not valid:
         raise BadCSR("the CSR's signature does not verify (it was altered or not signed by "
                      "its key)", field="csr", code="csr_bad_signature")
-    check_name_text(csr.subject, "the CSR subject")
+    try:
+        subject = x509.Name(list(csr.subject))  # decoding of the strings happens here
+    except ValueError:
+        raise BadCSR("the CSR's subject is malformed (a name string is not validly encoded)",
+                     field="csr", code="csr_malformed") from None
+    check_name_text(subject, "the CSR subject")
     try:
         extensions = csr.extensions
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
@@ -117,8 +122,8 @@ def _refuse_ca_rights(extensions: x509.Extensions) -> None:
                                   "subscriber certificates cannot be CAs", field="csr",
                                   code="csr_requests_ca")
         if isinstance(value, x509.KeyUsage) and (value.key_cert_sign or value.crl_sign):
-            raise PolicyViolation("the CSR asks for certificate or CRL signing rights; "
-                                  "subscriber certificates cannot sign certificates",
+            raise PolicyViolation("the CSR asks for CA rights (keyUsage keyCertSign or cRLSign); "
+                                  "subscriber certificates cannot sign certificates or CRLs",
                                   field="csr", code="csr_requests_ca")
 
 

@@ -20,9 +20,11 @@ class KeySpec:
     spec: str
 
     def __str__(self) -> str:
-        if self.type == "rsa":
-            return f"RSA-{self.spec}"
-        return f"EC {CURVE_NAMES.get(self.spec, self.spec)}"
+        if self.type in ("rsa", "dsa"):
+            return f"{self.type.upper()}-{self.spec}"
+        if self.type == "ec":
+            return f"EC {CURVE_NAMES.get(self.spec, self.spec)}"
+        return self.spec
 
     @classmethod
     def parse(cls, text: str) -> "KeySpec":

@@ -40,6 +40,38 @@ def clean_text(value: str, *, field_name: str, max_chars: int, required: bool = 
     return text
 
 
+def clean_ascii(value: str, *, field_name: str, max_chars: int, hint: str = "") -> str:
+    """E-mail addresses and DNS names go into IA5String fields (RFC 5280 4.2.1.6): ASCII only.
+    Their finer syntax is left to pkilint, which checks it before anything is signed."""
+    text = (value or "").strip() if isinstance(value, str) else None
+    if text is None:
+        raise InvalidInput(f"{field_name} must be text", field=field_name)
+    if not text:
+        raise InvalidInput(f"{field_name} is required", field=field_name, code="required")
+    if not text.isascii():
+        raise InvalidInput(f"{field_name} must be ASCII{hint}", field=field_name,
+                           code="not_ascii")
+    if not text.isprintable():
+        raise InvalidInput(f"{field_name} contains a control character", field=field_name,
+                           code="control_character")
+    if len(text) > max_chars:
+        raise InvalidInput(f"{field_name} is {len(text)} characters long; at most {max_chars} "
+                           f"are allowed", field=field_name, code="too_long")
+    return text
+
+
+def clean_email(value: str) -> str:
+    return clean_ascii(value, field_name="the e-mail address", max_chars=UB_EMAIL,
+                       hint=" (RFC 5280 4.2.1.6: an rfc822Name is an IA5String)")
+
+
+def clean_dns_name(value: str) -> str:
+    # RFC 1035 2.3.4: at most 253 characters in text form.
+    return clean_ascii(value, field_name="the DNS name", max_chars=253,
+                       hint="; give an internationalised domain in its xn-- (A-label) form"
+                       ).lower()
+
+
 def fold(text: str) -> str:
     """Search key: lowercase without diacritics ('Nguyễn' -> 'nguyen', 'Đ' -> 'd')."""
     decomposed = unicodedata.normalize("NFD", text.replace("Đ", "D").replace("đ", "d"))

@@ -18,7 +18,7 @@ from pkcs11 import exceptions as p11e
 
 from ca.errors import HsmUnavailable
 from hsm import library
-from hsm.config import HsmConfig
+from hsm.config import HsmConfig, HsmConfigError
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,13 @@ class SessionPool:
             raise HsmUnavailable(f"no token labelled {self.config.token_label!r} in "
                                  f"{self.config.module}") from None
         except UNAVAILABLE as exc:
-            raise HsmUnavailable(f"the PKCS#11 module cannot be used: {type(exc).__name__}") from None
-        pin = self.config.read_pin()
+            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise HsmUnavailable(f"the PKCS#11 module {self.config.module} cannot be used "
+                                 f"({detail})") from None
+        try:
+            pin = self.config.read_pin()
+        except HsmConfigError as exc:
+            raise HsmUnavailable(str(exc)) from None
         try:
             anchor = token.open(user_pin=pin)
         except p11e.UserAlreadyLoggedIn:
@@ -108,9 +113,11 @@ class SessionPool:
                 break
             with contextlib.suppress(Exception):
                 ps.session.close()
-        if anchor is not None:
-            with contextlib.suppress(Exception):
-                anchor.close()
+        # The anchor is not closed: python-pkcs11's close() calls C_Logout, and login state
+        # belongs to the whole process (PKCS#11 v2.40 5.6), so it would log out every other
+        # session of this process too. A dead anchor is simply dropped; a live one keeps the
+        # process logged in, which is what the next login would do anyway.
+        del anchor
 
     def close(self) -> None:
         self.reset()
@@ -140,6 +147,13 @@ class SessionPool:
                 ps = None
                 self.reset()
                 raise HsmUnavailable(f"the HSM failed: {type(exc).__name__}") from None
+            except p11e.NoSuchKey:
+                raise HsmUnavailable(f"the key is not in token {self.config.token_label!r} "
+                                     f"(was the token replaced or restored?)") from None
+            except p11e.PKCS11Error as exc:
+                # Any other PKCS#11 failure: the session itself is still usable.
+                raise HsmUnavailable(f"the HSM refused the operation: "
+                                     f"{type(exc).__name__}") from None
         finally:
             if ps is not None and idle is self._idle:
                 idle.put(ps)
@@ -156,6 +170,9 @@ class SessionPool:
             raise HsmUnavailable(f"cannot open a read-write HSM session: {type(exc).__name__}") from None
         try:
             yield session
+        except p11e.PKCS11Error as exc:
+            raise HsmUnavailable(f"the HSM refused the key operation: "
+                                 f"{type(exc).__name__}") from None
         finally:
             with contextlib.suppress(Exception):
                 session.close()

@@ -49,6 +49,9 @@ def init_instance(instance: Path, hsm: HsmConfig, echo=print) -> None:
     if shutil.which("softhsm2-util") is None:
         raise RuntimeError("softhsm2-util not found: apt-get install softhsm2")
     if softhsm_token_exists(hsm.token_label):
+        if not hsm.pin_file.exists():
+            raise RuntimeError(f"token {hsm.token_label!r} exists but its PIN file "
+                               f"{hsm.pin_file} is missing: restore the PIN file")
         return
     if hsm.pin_file.exists():
         raise RuntimeError(f"{hsm.pin_file} exists but token {hsm.token_label!r} does not: "

@@ -44,10 +44,16 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || { echo ">> creating .venv"; "$PY" -m venv .venv; }
 stamp=.venv/.govca-installed
 extra=""; [ "$want_test" = 1 ] && extra="[test]"
-if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || ! grep -qx "extras=$extra" "$stamp"; then
+need_install=0
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then need_install=1
+elif [ "$want_test" = 1 ] && ! grep -qx "extras=\[test\]" "$stamp"; then need_install=1; fi
+if [ "$need_install" = 1 ]; then
   echo ">> installing GovCA into .venv"
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e ".$extra"
+  log=$(mktemp)
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".$extra"; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; echo "bootstrap: pip install failed" >&2; exit 1
+  fi
+  rm -f "$log"
   echo "extras=$extra" > "$stamp"
 fi
 

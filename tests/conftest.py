@@ -213,6 +213,8 @@ def app(db, settings, clock, key_store):
     application = create_app(settings, clock=clock, testing=True)
     application.extensions["govca"]._keys = key_store
     yield application
+    # Each app has its own engine: release its connections (PostgreSQL has a client limit).
+    application.extensions["govca"].db.engine.dispose()
 
 
 @pytest.fixture

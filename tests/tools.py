@@ -38,10 +38,11 @@ def openssl_verify(tmp: Path, leaf_pem: bytes, root_pem: bytes, untrusted_pem: b
     return openssl(*args)
 
 
-def pkilint(kind: str, path: Path, fmt: str = "DER") -> subprocess.CompletedProcess:
-    """Run one of pkilint's command-line linters; findings at WARNING or worse make rc != 0."""
+def pkilint(kind: str, path: Path, crl_type: str = "CRL") -> subprocess.CompletedProcess:
+    """Run one of pkilint's command-line linters; findings at WARNING or worse make rc != 0.
+    `crl_type` is CRL or ARL (a CRL of a root listing CA certificates)."""
     tool = {"cert": "lint_pkix_cert", "crl": "lint_crl", "ocsp": "lint_ocsp_response"}[kind]
     args = [str(VENV_BIN / tool), "lint", "-s", "WARNING"]
     if kind == "crl":
-        args += ["-t", "CRL"] if False else []
+        args += ["-t", crl_type, "-p", "PKIX"]
     return subprocess.run(args + [str(path)], capture_output=True, text=True)

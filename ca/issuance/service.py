@@ -33,7 +33,7 @@ from ca.issuance.builder import CertificateContent, IssuerView, build
 from ca.issuance.lint import lint_certificate
 from ca.issuance.signing import check_signed, lint_key, sign_options
 from ca.keys import KeySpec
-from ca.names import SubjectData, build_name, clean_text
+from ca.names import SubjectData, build_name, clean_dns_name, clean_email
 from ca.ports import KeyStore
 from ca.profiles.model import Profile
 from ca.store.database import Database
@@ -120,7 +120,7 @@ class IssuanceService:
             ca_id, ca_name, ca_key_id, ca_label = ca.id, ca.name, ca.key_id, ca.key_label
 
         name = build_name(subject)
-        dns = tuple(req.dns_names) if profile.dns_in_san else ()
+        dns = tuple(clean_dns_name(d) for d in req.dns_names) if profile.dns_in_san else ()
         if profile.dns_in_san and not dns:
             raise InvalidInput("a TLS server certificate needs at least one DNS name",
                                field="dns_names")
@@ -174,6 +174,12 @@ class IssuanceService:
         except CAError as exc:
             self._fail(row_id, req.actor, now, exc)
             raise
+        except Exception as exc:  # unexpected: still nothing was released, so say so and stop
+            log.exception("signing failed for reserved serial on CA %s", ca_name)
+            err = CAError(f"signing failed unexpectedly ({type(exc).__name__}); nothing was "
+                          f"issued", code="signing_failed")
+            self._fail(row_id, req.actor, now, err)
+            raise err from None
 
         # 7. Store and audit (transaction 2).
         der = signed.public_bytes(serialization.Encoding.DER)
@@ -211,11 +217,12 @@ class IssuanceService:
                 raise PolicyViolation(f"profile {profile.name!r} is for {profile.subject} "
                                       f"subscribers; subscriber {sub.id} is a {sub.kind}",
                                       field="profile")
-            return subject_for(s, sub), sub.email, sub.id, sub.domain_id
+            email = clean_email(sub.email) if sub.email and profile.email_in_san else sub.email
+            return subject_for(s, sub), email, sub.id, sub.domain_id
         if req.subject is None:
             raise InvalidInput(f"profile {profile.name!r} needs an explicit subject",
                                field="subject")
-        email = clean_text(req.email, field_name="email", max_chars=254) if req.email else None
+        email = clean_email(req.email) if req.email else None
         sub_id = req.subscriber_id
         domain_id = None
         if sub_id is not None:

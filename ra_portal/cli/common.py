@@ -10,6 +10,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from ca.errors import CAError, HsmUnavailable
 from ca.keys import KeySpec
@@ -48,6 +49,9 @@ def with_services(fn):
                 raise err from None
             except CAError as exc:
                 raise CLIError(exc.message) from None
+            except SQLAlchemyError as exc:
+                raise CLIError(f"the database cannot be used ({type(exc).__name__}); check "
+                               f"GOVCA_DATABASE_URL and run `govca db upgrade`") from None
             finally:
                 svc.close()
     return wrapper

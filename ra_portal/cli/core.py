@@ -292,6 +292,7 @@ def serve(listen, workers):
     creds = settings.instance / "demo-credentials.txt"
     if creds.exists():
         click.echo(f"demo logins: {creds}")
+    os.environ.setdefault("GOVCA_SCHEDULER", "inprocess")  # CRL/OCSP freshness (crl/scheduler.py)
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", listen, "--workers",
                                str(workers), "--access-logfile", "-", "wsgi:app"])
 

@@ -37,7 +37,7 @@ def test_issued_certificate_verifies_with_openssl_and_lints_clean(db, issuance, 
     for name, der in (("root", root), ("issuing", issuing)):
         p = tmp_path / f"{name}.pem"
         p.write_bytes(der)
-        lint = pkilint("cert", p, "PEM")
+        lint = pkilint("cert", p)
         assert lint.returncode == 0, (name, lint.stdout)
 
 
@@ -59,3 +59,53 @@ def test_subject_comes_from_registration_not_csr(db, issuance):
         stored = s.execute(select(Certificate).where(Certificate.serial == row.serial)).scalar_one()
         assert stored.der == cert.public_bytes(serialization.Encoding.DER)
         assert stored.not_after.tzinfo is not None
+
+
+def test_personal_profile_extensions_and_urls(db, issuance, clock):
+    import datetime as dt
+    sub = _subscriber(db, "staff.quangninh.3")
+    row = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
+                                      csr=factories.csr(), subscriber_id=sub.id))
+    cert = x509.load_der_x509_certificate(row.der)
+    ext = cert.extensions
+    ku = ext.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.digital_signature and ku.value.content_commitment
+    assert not ku.value.key_cert_sign and not ku.value.key_encipherment
+    eku = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION,
+                        x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")}
+    bc = ext.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and not bc.value.ca
+    dp = ext.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert dp[0].full_name[0].value == "http://127.0.0.1:8080/pki/crl/issuing.crl"
+    aia = {a.access_method: a.access_location.value
+           for a in ext.get_extension_for_class(x509.AuthorityInformationAccess).value}
+    assert aia == {x509.oid.AuthorityInformationAccessOID.OCSP: "http://127.0.0.1:8080/ocsp",
+                   x509.oid.AuthorityInformationAccessOID.CA_ISSUERS:
+                       "http://127.0.0.1:8080/pki/certs/issuing.crt"}
+    assert cert.not_valid_before_utc == clock.now()
+    assert cert.not_valid_after_utc == clock.now() + dt.timedelta(days=1095)
+    subject = [(a.oid, a.value) for a in cert.subject]
+    assert subject[0] == (x509.NameOID.COUNTRY_NAME, "VN")
+    assert subject[1] == (x509.NameOID.LOCALITY_NAME, "Quảng Ninh")
+    assert subject[-1] == (x509.NameOID.COMMON_NAME, sub.full_name)
+
+
+def test_tls_and_ocsp_profiles(db, issuance, tmp_path):
+    from ca.names import SubjectData
+    tls = issuance.issue(IssueRequest(ca="issuing", profile="tls-server", actor="test",
+                                      csr=factories.csr(), dns_names=("dichvucong.gov.vn",),
+                                      subject=SubjectData(common_name="dichvucong.gov.vn")))
+    cert = x509.load_der_x509_certificate(tls.der)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["dichvucong.gov.vn"]
+    ocsp = issuance.issue(IssueRequest(ca="issuing", profile="ocsp-signing", actor="test",
+                                       csr=factories.csr(),
+                                       subject=SubjectData(common_name="GovCA OCSP")))
+    ocert = x509.load_der_x509_certificate(ocsp.der)
+    assert ocert.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    assert not [e for e in ocert.extensions if isinstance(e.value, x509.CRLDistributionPoints)]
+    for name, der in (("tls", tls.der), ("ocsp", ocsp.der)):
+        (tmp_path / f"{name}.der").write_bytes(der)
+        result = pkilint("cert", tmp_path / f"{name}.der")
+        assert result.returncode == 0, (name, result.stdout)
