@@ -27,3 +27,11 @@ test-postgres:
 
 clean-instance:
 	rm -rf instance
+
+# Benchmarks (bench/README.md). bench-quick takes a few minutes; bench repeats each case 3 times.
+.PHONY: bench bench-quick
+bench:
+	.venv/bin/python bench/ocsp_crl.py $(BENCH_ARGS)
+
+bench-quick:
+	.venv/bin/python bench/ocsp_crl.py --quick $(BENCH_ARGS)
