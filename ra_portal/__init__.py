@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, clock=None, testing: bool = 
 
     from ra_portal.blueprints import register_blueprints
     register_blueprints(app)
+    __import__("crl.http").http.start_scheduler_if_enabled(app)  # GOVCA_SCHEDULER=inprocess
     return app
 
 

@@ -9,3 +9,12 @@ def register_blueprints(app: Flask) -> None:
     from ra_portal.web.pages import bp as pages_bp
     app.register_blueprint(pki_bp)
     app.register_blueprint(pages_bp)
+    from ra_portal.web.ops import bp as ops_bp
+    app.register_blueprint(ops_bp)
+    from ra_portal.api import bp as api_bp
+    from ra_portal.auth import init_auth
+    from ra_portal.web.auth_pages import bp as auth_pages_bp
+    init_auth(app)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(auth_pages_bp)
+    __import__("ra_portal.web.setup").web.setup.init_web(app)  # portal pages, i18n

@@ -5,14 +5,20 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
 import random
+from pathlib import Path
 from importlib import resources
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from ca.ceremony import CAParameters
 from ca.keys import KeySpec
 from ca.names import SubjectData, fold
+from ca.ra.roles import Caller
+from ca.ra.users import create_user
+from ca.ra.workdays import seed_holidays
+from ca.store.models_ra import RaUser
 from ca.registry import add_domain, add_organization, add_subscriber
 from ca.store.models import Organization, RaDomain, Subscriber
 
@@ -122,3 +128,58 @@ def init_demo(services, echo=print) -> None:
         n = seed_organisations(s, now)
         m = seed_staff(s, now, random.Random(2025))
     echo(f"demo data: {n} new RA domains, {m} new staff")
+    if not inspect(services.db.engine).has_table(RaUser.__tablename__):
+        echo("RA portal tables are not in this database yet (the migration predates them): "
+             "no demo users created")
+        return
+    with services.db.transaction() as s:
+        seed_holidays(s)
+        created = seed_users(s, now)
+    path = Path(services.settings.instance) / "demo-credentials.txt"
+    if created:
+        write_credentials(path, created)
+    echo(f"demo users: {len(created)} new; logins in {path}")
+
+
+# Portal users of the demo (CONTRACT.md): (username, role, domain code).
+DEMO_USERS = [("operator", "central_operator", None), ("auditor", "central_auditor", None),
+              ("ra.hanoi", "ra_officer", "hanoi"), ("approver.hanoi", "ra_approver", "hanoi"),
+              ("ra.quangninh", "ra_officer", "quangninh"),
+              ("approver.quangninh", "ra_approver", "quangninh")]
+
+
+def seed_users(session, at: dt.datetime) -> list[tuple[str, str, str, str | None]]:
+    """Create the missing demo users; returns (username, role, password, TOTP secret) of the
+    new ones, to be written to the credentials file and nowhere else."""
+    system = Caller.system("demo")
+    existing = set(session.execute(select(RaUser.username)).scalars())
+    wanted = [(u, r, d, None) for u, r, d in DEMO_USERS]
+    for code in STAFF_NAMES:
+        for i in range(1, len(STAFF_NAMES[code]) + 1):
+            username = f"staff.{code}.{i}"
+            sub_id = session.execute(select(Subscriber.id).where(
+                Subscriber.username == username)).scalar_one_or_none()
+            if sub_id is not None:
+                wanted.append((username, "subscriber", None, sub_id))
+    created = []
+    for username, role, domain, sub_id in wanted:
+        if username in existing:
+            continue
+        new = create_user(session, system, username=username, role=role, at=at,
+                          domain_code=domain, subscriber_ref=sub_id)
+        created.append((username, role, new.password, new.totp_secret))
+    return created
+
+
+def write_credentials(path: Path, rows) -> None:
+    """Append the new logins to the credentials file (mode 0600, created if absent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(path, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        if fh.tell() == 0:
+            fh.write("# GovCA demo logins: username, role, password, TOTP secret (RFC 6238, "
+                     "30 s, 6 digits).\n# Keep this file private; it is not a production "
+                     "procedure.\n")
+        for username, role, password, secret in rows:
+            fh.write(f"{username}\t{role}\t{password}\t{secret or '-'}\n")

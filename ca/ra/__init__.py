@@ -1,0 +1,1 @@
+"""The delegated registration authority: users, roles, scope, requests and deadlines (no Flask)."""

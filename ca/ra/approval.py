@@ -1,0 +1,142 @@
+"""Approval under the two-person rule, then execution: issue, renew, change or revoke.
+
+Approving is one conditional UPDATE on the request row (state = 'submitted' and the approval
+slot still empty), so two approvers clicking at the same moment cannot both win: exactly one
+moves the request to 'approved' and only that one calls the CA."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import case, select, true, update
+
+from ca import audit
+from ca.clock import Clock
+from ca.errors import CAError, Conflict, PermissionDenied
+from ca.issuance.service import IssuanceService, IssueRequest
+from ca.ra.roles import Caller
+from ca.ra.scope import Scope
+from ca.ra.subscribers import require_active_domain
+from ca.revocation import revoke
+from ca.store.database import Database
+from ca.store.models import Certificate
+from ca.store.models_ra import RaRequest
+
+log = logging.getLogger(__name__)
+DEFAULT_CA = "issuing"
+
+
+def approve(db: Database, clock: Clock, caller: Caller, request_id: int,
+            issuance: IssuanceService | None, ca_name: str = DEFAULT_CA) -> RaRequest:
+    """Record the caller's approval; when the request has every approval it needs, carry it
+    out and return it in its final state."""
+    now = clock.now()
+    with db.transaction() as s:
+        req = Scope(s, caller).request(request_id)
+        caller.require("request.approve")
+        require_active_domain(s, caller)
+        if req.state != "submitted":
+            if req.approved_by is not None:
+                # Whichever way a double approval races, the loser hears the same thing.
+                raise Conflict(f"request {req.id} is already approved by {req.approved_by} "
+                               f"({req.state})", code="already_approved")
+            raise Conflict(f"request {req.id} is {req.state}; only a submitted request can be "
+                           f"approved", code="wrong_state")
+        # Chữ ký nháy: whoever prepared or submitted the request does not approve it.
+        if caller.username in (req.created_by, req.submitted_by):
+            raise PermissionDenied("the approver must be a different person from the one who "
+                                   "prepared or submitted the request", code="two_person_rule")
+        central = req.central_required and caller.role == "central_operator" \
+            and req.central_approved_by is None
+        if central:
+            mine, mine_at, other = (RaRequest.central_approved_by,
+                                    RaRequest.central_approved_at, RaRequest.approved_by)
+        else:
+            if req.approved_by is not None:
+                what = ("a central operator's approval" if req.central_required
+                        else "nothing more")
+                raise Conflict(f"request {req.id} is already approved by {req.approved_by}; it "
+                               f"waits for {what}", code="already_approved")
+            mine, mine_at, other = (RaRequest.approved_by, RaRequest.approved_at,
+                                    RaRequest.central_approved_by)
+        if req.central_required:
+            complete = other.is_not(None)
+            distinct = other.is_(None) | (other != caller.username)
+        else:
+            complete, distinct = true(), true()
+        result = s.execute(
+            update(RaRequest).where(RaRequest.id == req.id, RaRequest.state == "submitted",
+                                    mine.is_(None), distinct)
+            .values({mine: caller.username, mine_at: now,
+                     RaRequest.state: case((complete, "approved"), else_="submitted")
+                     if req.central_required else "approved"})
+            .returning(RaRequest.state))
+        row = result.first()
+        if row is None:
+            raise Conflict(f"request {req.id} was decided by someone else meanwhile",
+                           code="already_approved")
+        audit.record(s, "request.approve", actor=caller.actor, at=now,
+                     target=f"request:{req.id}", domain_id=req.domain_id,
+                     details={"slot": "central" if central else "domain",
+                              "state": row.state})
+        new_state = row.state
+    if new_state != "approved":
+        return _reload(db, request_id)
+    return execute(db, clock, request_id, issuance, actor=caller.actor, ca_name=ca_name)
+
+
+def _reload(db: Database, request_id: int) -> RaRequest:
+    with db.transaction() as s:
+        return s.get(RaRequest, request_id)
+
+
+def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceService | None,
+            *, actor: str, ca_name: str = DEFAULT_CA) -> RaRequest:
+    """Carry out an approved request, then record issued/done/failed (conditional UPDATE)."""
+    with db.transaction() as s:
+        req = s.get(RaRequest, request_id)
+        kind, state = req.type, req.state
+        old = None
+        if req.target_serial:
+            old = s.execute(select(Certificate).where(
+                Certificate.serial == req.target_serial)).scalars().first()
+        old_not_after = old.not_after if old else None
+        data = dict(profile=req.profile, csr=req.csr_pem, sub=req.subscriber_id,
+                    days=req.validity_days, target=req.target_serial, reason=req.reason)
+    if state != "approved":
+        raise Conflict(f"request {request_id} is {state}, not approved", code="wrong_state")
+    serial, final, failure = None, "done", None
+    details = {"request_id": request_id}
+    try:
+        if kind in ("issue", "renew", "change"):
+            cert = issuance.issue(IssueRequest(
+                ca=ca_name, profile=data["profile"], csr=data["csr"], actor=actor,
+                subscriber_id=data["sub"],
+                validity_days=(data["days"] or (1095 if kind == "renew" else None)),
+                not_after=old_not_after if kind == "change" else None, details=details))
+            serial, final = cert.serial, "issued"
+            if kind == "change":
+                try:
+                    revoke(db, clock, serial=data["target"], reason=data["reason"], actor=actor,
+                           details={**details, "replaced_by": serial})
+                except Conflict:
+                    log.info("certificate %s was already revoked", data["target"])
+        elif kind == "revoke":
+            revoke(db, clock, serial=data["target"], reason=data["reason"], actor=actor,
+                   details=details)
+        # restore: the key-device operation is carried out on the token; approval completes it.
+    except CAError as exc:
+        final, failure = "failed", f"{exc.code}: {exc.message}"
+    except Exception as exc:  # the CA must not leave a request hanging in 'approved'
+        log.exception("request %s failed", request_id)
+        final, failure = "failed", f"internal_error: {type(exc).__name__}"
+    now = clock.now()
+    with db.transaction() as s:
+        s.execute(update(RaRequest).where(RaRequest.id == request_id,
+                                          RaRequest.state == "approved")
+                  .values(state=final, certificate_serial=serial, completed_at=now,
+                          failure_reason=failure))
+        req = s.get(RaRequest, request_id)
+        audit.record(s, f"request.{final}", actor=actor, at=now, target=f"request:{request_id}",
+                     domain_id=req.domain_id,
+                     details={"certificate_serial": serial, "failure": failure})
+        return req

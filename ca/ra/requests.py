@@ -1,0 +1,277 @@
+"""Certificate service requests: create, submit, reject, list (approval is in approval.py).
+
+States: draft -> submitted -> approved | rejected; approved -> issued | done | failed.
+Every transition is a conditional UPDATE on the state and is audited with who and when."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import textwrap
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ca import audit
+from ca.clock import Clock
+from ca.csr import check_csr_key, parse_csr
+from ca.errors import Conflict, InvalidInput, NotFound, PermissionDenied, PolicyViolation
+from ca.profiles.model import Profile
+from ca.ra.roles import Caller
+from ca.ra.scope import Scope
+from ca.ra.subscribers import MAX_PAGE, Page, require_active_domain
+from ca.ra.workdays import WorkingCalendar
+from ca.revocation import parse_reason
+from ca.store.models import Certificate
+from ca.store.models_ra import REQUEST_STATES, REQUEST_TYPES, RaRequest
+
+FIELDS = {"type", "subscriber_id", "profile", "csr_pem", "serial", "reason", "validity_days",
+          "submit"}
+OPEN_STATES = ("draft", "submitted", "approved")
+RENEW_MAX_DAYS = 3 * 365  # DOMAIN.md: a renewal extends validity by at most 3 years
+CHANGE_REASONS = ("superseded", "affiliationChanged")
+SELF_SERVICE_TYPES = ("renew", "revoke", "restore")
+DEFAULT_PROFILE = {"person": "personal", "organization": "organization"}
+
+
+def _str(body: dict, name: str, max_len: int = 64) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string", field=name, code="wrong_type")
+    if len(value) > max_len:
+        raise InvalidInput(f"{name} is too long", field=name, code="too_long")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{name} is not valid text", field=name, code="invalid_text") from None
+    return value.strip()
+
+
+def _int(body: dict, name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+        raise InvalidInput(f"{name} must be a positive integer", field=name, code="wrong_type")
+    return value
+
+
+def csr_to_pem(der: bytes) -> str:
+    b64 = base64.b64encode(der).decode("ascii")
+    return ("-----BEGIN CERTIFICATE REQUEST-----\n" + "\n".join(textwrap.wrap(b64, 64))
+            + "\n-----END CERTIFICATE REQUEST-----\n")
+
+
+def _target(scope: Scope, serial: str | None, subscriber_id: int, now: dt.datetime) -> Certificate:
+    if not serial:
+        raise InvalidInput("serial (the certificate concerned) is required", field="serial",
+                           code="required")
+    try:
+        cert = scope.certificate(serial)
+    except NotFound:
+        raise InvalidInput(f"unknown certificate {serial[:48]!r}", field="serial",
+                           code="unknown_certificate") from None
+    if cert.subscriber_id != subscriber_id:
+        raise InvalidInput("the certificate does not belong to this subscriber", field="serial",
+                           code="unknown_certificate")
+    if cert.revoked_at is not None:
+        raise Conflict("the certificate is already revoked", field="serial",
+                       code="already_revoked")
+    if cert.not_after <= now:
+        raise PolicyViolation("the certificate has expired", field="serial", code="expired")
+    return cert
+
+
+def create(session: Session, clock: Clock, caller: Caller, body: Any,
+           profiles: dict[str, Profile]) -> RaRequest:
+    """Validate and store a request; submitted at once unless `submit` is false (draft)."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", code="invalid_body")
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0], code="unknown_field")
+    kind = _str(body, "type", 16)
+    if kind not in REQUEST_TYPES:
+        raise InvalidInput(f"type is one of {', '.join(REQUEST_TYPES)}", field="type")
+    sub_id = _int(body, "subscriber_id")
+    if sub_id is None:
+        raise InvalidInput("subscriber_id is required", field="subscriber_id", code="required")
+    submit_now = body.get("submit", True)
+    if not isinstance(submit_now, bool):
+        raise InvalidInput("submit must be true or false", field="submit", code="wrong_type")
+    scope = Scope(session, caller)
+    try:
+        sub = scope.subscriber(sub_id)
+    except NotFound:
+        raise InvalidInput(f"unknown subscriber {sub_id}", field="subscriber_id",
+                           code="unknown_subscriber") from None
+    if not caller.can("request.create"):
+        if not (caller.role == "subscriber" and kind in SELF_SERVICE_TYPES):
+            caller.require("request.create")
+    require_active_domain(session, caller)
+    now = clock.now()
+    req = RaRequest(type=kind, state="draft", domain_id=sub.domain_id, subscriber_id=sub.id,
+                    created_by=caller.username, created_at=now)
+    csr_text = _str(body, "csr_pem", 64 * 1024)
+    validity = _int(body, "validity_days")
+    if kind in ("issue", "renew", "change"):
+        target = _target(scope, _str(body, "serial", 64), sub.id, now) \
+            if kind != "issue" else None
+        name = target.profile if target else (_str(body, "profile", 32)
+                                              or DEFAULT_PROFILE.get(sub.kind))
+        if body.get("profile") is not None and target is not None and body["profile"] != name:
+            raise InvalidInput("a renewal or change keeps the certificate's profile",
+                               field="profile")
+        profile = profiles.get(name or "")
+        if profile is None or profile.category != "subscriber" or profile.dns_in_san:
+            raise InvalidInput(f"profile must be one of the subscriber profiles: "
+                               f"{', '.join(p for p, v in profiles.items() if v.category == 'subscriber' and not v.dns_in_san)}",
+                               field="profile", code="unknown_profile")
+        if profile.subject != sub.kind:
+            raise PolicyViolation(f"profile {profile.name!r} is for {profile.subject} "
+                                  f"subscribers", field="profile")
+        if csr_text is None and kind == "change":
+            csr_text = _previous_csr(session, target)
+        if not csr_text:
+            raise InvalidInput("csr_pem is required", field="csr_pem", code="required")
+        parsed = parse_csr(csr_text)
+        check_csr_key(parsed, profile.key_types)
+        cap = RENEW_MAX_DAYS if kind == "renew" else profile.max_validity_days
+        if validity is not None and (kind == "change" or validity > cap):
+            raise PolicyViolation(f"validity_days is at most {cap} for {kind}"
+                                  if kind != "change" else
+                                  "a change of information keeps the original expiry",
+                                  field="validity_days")
+        req.profile, req.csr_pem, req.validity_days = profile.name, csr_to_pem(parsed.der), validity
+        req.central_required = profile.central_approval
+        if target is not None:
+            req.target_serial = target.serial
+        if kind == "change":
+            reason = _str(body, "reason", 32) or "superseded"
+            if reason not in CHANGE_REASONS:
+                raise InvalidInput(f"a change revokes the old certificate as "
+                                   f"{' or '.join(CHANGE_REASONS)}", field="reason")
+            req.reason = reason
+    elif kind == "revoke":
+        target = _target(scope, _str(body, "serial", 64), sub.id, now)
+        req.target_serial, req.profile = target.serial, target.profile
+        req.reason = parse_reason(_str(body, "reason", 32))
+        if caller.role == "subscriber" and req.reason != "keyCompromise":
+            raise PermissionDenied("staff may only report a compromised or lost key "
+                                   "(keyCompromise)", field="reason", code="forbidden")
+    for name in ("csr_pem", "validity_days", "profile") if kind in ("revoke", "restore") else ():
+        if body.get(name) is not None:
+            raise InvalidInput(f"{name} does not apply to a {kind} request", field=name)
+    if req.target_serial and session.execute(select(RaRequest.id).where(
+            RaRequest.target_serial == req.target_serial, RaRequest.type == kind,
+            RaRequest.state.in_(OPEN_STATES))).first():
+        raise Conflict(f"an open {kind} request for this certificate exists already",
+                       field="serial", code="duplicate_request")
+    session.add(req)
+    session.flush()
+    audit.record(session, "request.create", actor=caller.actor, at=now,
+                 target=f"request:{req.id}", domain_id=req.domain_id,
+                 details={"type": kind, "subscriber_id": sub.id, "profile": req.profile,
+                          "serial": req.target_serial, "reason": req.reason})
+    if submit_now:
+        submit(session, clock, caller, req.id)
+    return req
+
+
+def _previous_csr(session: Session, cert: Certificate) -> str | None:
+    """The CSR that produced `cert` (a change of information may keep the key)."""
+    return session.execute(select(RaRequest.csr_pem).where(
+        RaRequest.certificate_serial == cert.serial).order_by(RaRequest.id.desc())
+    ).scalars().first()
+
+
+def submit(session: Session, clock: Clock, caller: Caller, request_id: int) -> RaRequest:
+    req = Scope(session, caller).request(request_id)
+    if req.created_by != caller.username:
+        caller.require("request.create")
+    require_active_domain(session, caller)
+    now = clock.now()
+    due = WorkingCalendar.load(session).due_at(req.type, now)
+    result = session.execute(update(RaRequest).where(
+        RaRequest.id == req.id, RaRequest.state == "draft").values(
+        state="submitted", submitted_by=caller.username, submitted_at=now, due_at=due))
+    if result.rowcount != 1:
+        raise Conflict(f"request {req.id} is {req.state}, not a draft", code="wrong_state")
+    audit.record(session, "request.submit", actor=caller.actor, at=now,
+                 target=f"request:{req.id}", domain_id=req.domain_id,
+                 details={"due_at": due.isoformat()})
+    session.refresh(req)
+    return req
+
+
+def reject(session: Session, clock: Clock, caller: Caller, request_id: int, note: Any) -> RaRequest:
+    req = Scope(session, caller).request(request_id)
+    caller.require("request.approve")
+    require_active_domain(session, caller)
+    if note is not None and not isinstance(note, str):
+        raise InvalidInput("reason must be a string", field="reason", code="wrong_type")
+    note = (note or "").strip()[:1000] or None
+    now = clock.now()
+    result = session.execute(update(RaRequest).where(
+        RaRequest.id == req.id, RaRequest.state == "submitted").values(
+        state="rejected", decided_by=caller.username, decided_at=now, decision_note=note))
+    if result.rowcount != 1:
+        raise Conflict(f"request {req.id} is {req.state}; only a submitted request can be "
+                       f"rejected", code="wrong_state")
+    audit.record(session, "request.reject", actor=caller.actor, at=now,
+                 target=f"request:{req.id}", domain_id=req.domain_id, details={"note": note})
+    session.refresh(req)
+    return req
+
+
+def list_requests(session: Session, caller: Caller, *, clock: Clock, state: str | None = None,
+                  type: str | None = None, subscriber_id: int | None = None,
+                  overdue: bool = False, needs_central: bool = False, page: int = 1,
+                  per_page: int = 50) -> Page:
+    if page < 1 or not 1 <= per_page <= MAX_PAGE:
+        raise InvalidInput(f"page >= 1 and 1 <= per_page <= {MAX_PAGE}", field="per_page")
+    stmt = select(RaRequest).where(Scope(session, caller).requests())
+    if state is not None:
+        if state not in REQUEST_STATES:
+            raise InvalidInput(f"state is one of {', '.join(REQUEST_STATES)}", field="state")
+        stmt = stmt.where(RaRequest.state == state)
+    if type is not None:
+        if type not in REQUEST_TYPES:
+            raise InvalidInput(f"type is one of {', '.join(REQUEST_TYPES)}", field="type")
+        stmt = stmt.where(RaRequest.type == type)
+    if subscriber_id is not None:
+        stmt = stmt.where(RaRequest.subscriber_id == subscriber_id)
+    if overdue:
+        stmt = stmt.where(RaRequest.state.in_(("submitted", "approved")),
+                          RaRequest.due_at < clock.now())
+    if needs_central:
+        stmt = stmt.where(RaRequest.state == "submitted", RaRequest.central_required.is_(True),
+                          RaRequest.central_approved_by.is_(None))
+    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+    items = session.execute(stmt.order_by(RaRequest.id.desc()).limit(per_page)
+                            .offset((page - 1) * per_page)).scalars().all()
+    return Page(items=list(items), page=page, per_page=per_page, total=total)
+
+
+def summary(req: RaRequest, now: dt.datetime) -> dict[str, Any]:
+    """The request as plain data (API and pages)."""
+    iso = lambda t: t.isoformat() if t else None  # noqa: E731
+    return {
+        "id": req.id, "type": req.type, "state": req.state,
+        "certificate_serial": req.certificate_serial, "subscriber_id": req.subscriber_id,
+        "profile": req.profile, "serial": req.target_serial, "reason": req.reason,
+        "validity_days": req.validity_days, "central_approval_required": req.central_required,
+        "created_by": req.created_by, "created_at": iso(req.created_at),
+        "submitted_by": req.submitted_by, "submitted_at": iso(req.submitted_at),
+        "due_at": iso(req.due_at),
+        "overdue": bool(req.due_at and req.state in ("submitted", "approved")
+                        and req.due_at < now),
+        "approved_by": req.approved_by, "approved_at": iso(req.approved_at),
+        "central_approved_by": req.central_approved_by,
+        "central_approved_at": iso(req.central_approved_at),
+        "rejected_by": req.decided_by if req.state == "rejected" else None,
+        "decision_note": req.decision_note, "completed_at": iso(req.completed_at),
+        "failure_reason": req.failure_reason,
+    }

@@ -1,0 +1,227 @@
+"""The OpenAPI 3 document of /api/v1, written beside the routes it describes."""
+from __future__ import annotations
+
+from ra_portal.api import bp
+
+S = {"type": "string"}
+NS = {"type": ["string", "null"]}
+I = {"type": "integer"}
+NI = {"type": ["integer", "null"]}
+DT = {"type": ["string", "null"], "format": "date-time"}
+B = {"type": "boolean"}
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict, required: list[str] | None = None, extra: bool = True) -> dict:
+    d = {"type": "object", "properties": props, "additionalProperties": extra}
+    if required:
+        d["required"] = required
+    return d
+
+
+def nullable_optionals(schema: dict) -> dict:
+    """In request bodies an optional field may be null, meaning 'not given'."""
+    for name, prop in schema["properties"].items():
+        if name in schema.get("required", ()):
+            continue
+        prop["type"] = [prop["type"], "null"]
+        if "enum" in prop:
+            prop["enum"] = [*prop["enum"], None]
+    return schema
+
+
+def page_of(item: str) -> dict:
+    return obj({"items": {"type": "array", "items": ref(item)}, "page": I, "per_page": I,
+                "total": I}, ["items", "page", "per_page", "total"])
+
+
+ERRORS = {str(c): {"$ref": f"#/components/responses/E{c}"} for c in (400, 401, 404)}
+QS = lambda name, schema, desc="": {"name": name, "in": "query", "required": False,  # noqa: E731
+                                    "schema": schema, "description": desc}
+PAGING = [QS("page", {"type": "integer", "minimum": 1, "maximum": 1000000}),
+          QS("per_page", {"type": "integer", "minimum": 1, "maximum": 200})]
+ID = lambda name: {"name": name, "in": "path", "required": True,  # noqa: E731
+                   "schema": {"type": "integer", "minimum": 0, "maximum": 2147483647}}
+SERIAL = {"name": "serial", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[0-9a-f]{1,40}$"},
+          "description": "lowercase hex, no separators"}
+
+
+def body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def ok(schema: dict, status: str = "200", desc: str = "OK", *more: int) -> dict:
+    r = {status: {"description": desc, "content": {"application/json": {"schema": schema}}}}
+    r.update(ERRORS)
+    for c in more:
+        r[str(c)] = {"$ref": f"#/components/responses/E{c}"}
+    return r
+
+
+def op(summary: str, responses: dict, params=(), request_body=None) -> dict:
+    d = {"summary": summary, "responses": responses, "security": [{"bearer": []}]}
+    if params:
+        d["parameters"] = list(params)
+    if request_body:
+        d["requestBody"] = request_body
+    return d
+
+
+SCHEMAS = {
+    "Error": obj({"error": obj({"code": S, "message": S, "field": S}, ["code", "message"])},
+                 ["error"]),
+    "Organization": obj({"id": I, "name": S, "parent_id": NI, "domain": S, "kind": S,
+                         "level": I, "active": B}, ["id", "name", "parent_id", "domain"]),
+    "Subscriber": obj({"id": I, "kind": S, "full_name": S, "id_type": S, "id_number": S,
+                       "email": NS, "mobile": NS, "position": NS, "device_type": S,
+                       "date_of_birth": {"type": ["string", "null"], "format": "date"},
+                       "organization_id": I, "domain": S, "username": NS,
+                       "created_at": {"type": "string", "format": "date-time"}},
+                      ["id", "full_name", "id_number", "email", "organization_id"]),
+    "NewSubscriber": nullable_optionals(obj({
+        "full_name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "id_number": {"type": "string", "pattern": "^([0-9]{9}|[0-9]{12}|[A-Z][0-9]{7,8})$",
+                      "description": "CCCD 12 digits (province code, century/sex digit, year "
+                                     "of birth), CMND 9 digits, passport letter+7-8 digits"},
+        "id_type": {"type": "string", "enum": ["CCCD", "CMND", "PASSPORT"]},
+        "email": {"type": "string", "format": "email", "maxLength": 254},
+        "organization_id": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+        "date_of_birth": {"type": "string", "anyOf": [{"format": "date"}, {"maxLength": 0}],
+                          "description": "YYYY-MM-DD; empty means not given"},
+        "position": {"type": "string", "maxLength": 200},
+        "mobile": {"type": "string", "pattern": "^((\\+84|0)[ .-]?[35789]([ .-]?[0-9]){8})?$",
+                   "description": "empty means not given"},
+        "device_type": {"type": "string", "enum": ["TOKEN", "SIM", "SOFT", "RSSP", "HSM"]},
+        "kind": {"type": "string", "enum": ["person", "organization", "device"]},
+    }, ["full_name", "id_number", "email", "organization_id"], extra=False)),
+    "Request": obj({
+        "id": I, "type": {"type": "string", "enum": ["issue", "renew", "change", "revoke",
+                                                     "restore"]},
+        "state": {"type": "string", "enum": ["draft", "submitted", "approved", "rejected",
+                                             "issued", "done", "failed"]},
+        "certificate_serial": NS, "subscriber_id": I, "profile": NS, "serial": NS,
+        "reason": NS, "validity_days": NI, "central_approval_required": B, "created_by": S,
+        "created_at": DT, "submitted_by": NS, "submitted_at": DT, "due_at": DT, "overdue": B,
+        "approved_by": NS, "approved_at": DT, "central_approved_by": NS,
+        "central_approved_at": DT, "rejected_by": NS, "decision_note": NS,
+        "completed_at": DT, "failure_reason": NS}, ["id", "type", "state", "certificate_serial"]),
+    "NewRequest": nullable_optionals(obj({
+        "type": {"type": "string", "enum": ["issue", "renew", "change", "revoke", "restore"]},
+        "subscriber_id": {"type": "integer", "minimum": 1},
+        "profile": {"type": "string"}, "csr_pem": {"type": "string", "maxLength": 65536},
+        "serial": {"type": "string", "maxLength": 64,
+                   "description": "the certificate concerned (renew, change, revoke)"},
+        "reason": {"type": "string", "description": "revoke: RFC 5280 reason in camelCase; "
+                                                    "change: superseded or affiliationChanged"},
+        "validity_days": {"type": "integer", "minimum": 1},
+        "submit": {"type": "boolean", "default": True,
+                   "description": "false keeps the request as a draft"},
+    }, ["type", "subscriber_id"], extra=False)),
+    "Certificate": obj({
+        "serial": S, "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
+        "pem": S, "subscriber_id": NI, "ca": S, "profile": S, "subject": S,
+        "not_before": DT, "not_after": DT, "revoked_at": DT, "revocation_reason": NS,
+        "fingerprint_sha256": NS},
+        ["serial", "status", "pem", "subscriber_id", "not_after", "revoked_at",
+         "revocation_reason"]),
+}
+
+REVOKE_REASONS = ["keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+                  "cessationOfOperation", "privilegeWithdrawn"]
+
+PATHS = {
+    "/organizations": {"get": op("Organisations in the caller's scope",
+                                 ok({"type": "array", "items": ref("Organization")}),
+                                 [QS("q", {"type": "string", "maxLength": 100},
+                                     "search, with or without diacritics")])},
+    "/organizations/{organization_id}": {"get": op(
+        "One organisation", ok(ref("Organization")), [ID("organization_id")])},
+    "/subscribers": {
+        "get": op("Subscribers in scope, paginated", ok(page_of("Subscriber")),
+                  [QS("q", {"type": "string", "maxLength": 100},
+                      "name (with or without diacritics), e-mail or ID number"),
+                   QS("organization_id", {"type": "integer", "minimum": 1,
+                                          "maximum": 2147483647}), *PAGING]),
+        "post": op("Register a subscriber (Form 01)",
+                   ok(ref("Subscriber"), "201", "Created", 403, 409, 415),
+                   request_body=body(ref("NewSubscriber")))},
+    "/subscribers/{subscriber_id}": {"get": op("One subscriber", ok(ref("Subscriber")),
+                                               [ID("subscriber_id")])},
+    "/subscribers/{subscriber_id}/transfer": {"post": op(
+        "Move a subscriber to another organisation of the same domain; valid certificates get "
+        "a change request",
+        ok(obj({"subscriber": ref("Subscriber"), "previous_organization_id": I,
+                "change_requests": {"type": "array", "items": ref("Request")},
+                "certificates_needing_csr": {"type": "array", "items": S}},
+               ["subscriber", "change_requests"]), "200", "OK", 403, 409, 415),
+        [ID("subscriber_id")],
+        body(obj({"organization_id": {"type": "integer", "minimum": 1}},
+                 ["organization_id"], extra=False)))},
+    "/requests": {
+        "get": op("Requests in scope, newest first", ok(page_of("Request")),
+                  [QS("state", {"type": "string", "enum": SCHEMAS["Request"]["properties"]
+                                ["state"]["enum"]}),
+                   QS("type", {"type": "string", "enum": SCHEMAS["Request"]["properties"]
+                               ["type"]["enum"]}),
+                   QS("subscriber_id", {"type": "integer", "minimum": 1,
+                                        "maximum": 2147483647}),
+                   QS("overdue", {"type": "boolean"}), QS("needs_central", {"type": "boolean"}),
+                   *PAGING]),
+        "post": op("Create (and by default submit) a request",
+                   ok(ref("Request"), "201", "Created", 403, 409, 415, 422),
+                   request_body=body(ref("NewRequest")))},
+    "/requests/{request_id}": {"get": op("One request", ok(ref("Request")), [ID("request_id")])},
+    "/requests/{request_id}/submit": {"post": op(
+        "Submit a draft", ok(ref("Request"), "200", "OK", 403, 409), [ID("request_id")])},
+    "/requests/{request_id}/approve": {"post": op(
+        "Approve (two-person rule; central profiles also need a central operator). When every "
+        "approval is in, the certificate is issued or revoked.",
+        ok(ref("Request"), "200", "OK", 403, 409), [ID("request_id")])},
+    "/requests/{request_id}/reject": {"post": op(
+        "Reject a submitted request", ok(ref("Request"), "200", "OK", 403, 409),
+        [ID("request_id")],
+        {"required": False, "content": {"application/json": {"schema": obj(
+            {"reason": {"type": "string", "maxLength": 1000}}, extra=False)}}})},
+    "/certificates": {"get": op("Released certificates in scope", ok(page_of("Certificate")),
+                                [QS("subscriber_id", {"type": "integer", "minimum": 1,
+                                                      "maximum": 2147483647}),
+                                 QS("status", {"type": "string",
+                                               "enum": ["valid", "revoked", "expired"]}),
+                                 *PAGING])},
+    "/certificates/{serial}": {"get": op("One certificate", ok(ref("Certificate")), [SERIAL])},
+    "/certificates/{serial}/revoke": {"post": op(
+        "Ask for revocation: raises a revoke request (approved by another person)",
+        ok(ref("Request"), "202", "Accepted: the revoke request", 403, 409, 415, 422), [SERIAL],
+        body(obj({"reason": {"type": "string", "enum": REVOKE_REASONS}}, ["reason"],
+                 extra=False)))},
+}
+
+RESPONSES = {f"E{c}": {"description": d, "content": {"application/json": {
+    "schema": ref("Error")}}} for c, d in (
+    (400, "Bad input (the field is named)"), (401, "Missing, unknown or revoked token"),
+    (403, "Not allowed for this role, or two-person rule"),
+    (404, "Not found (or outside the caller's scope)"),
+    (409, "Conflicts with the current state"), (415, "Not JSON"),
+    (422, "Refused by policy"))}
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {"title": "GovCA RA API", "version": "1.0.0",
+             "description": "Registration authority API for document-management systems. "
+                            "Every answer is limited to the token owner's delegation; an "
+                            "object outside it answers 404 like a missing one."},
+    "servers": [{"url": "/api/v1"}],
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS, "responses": RESPONSES,
+                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "security": [{"bearer": []}],
+}
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return DOCUMENT

@@ -1,0 +1,126 @@
+"""Scope over the whole route table: for every /api/v1 route with an id, an officer or approver
+of Quảng Ninh asking for a Hà Nội object gets exactly the answer given for a missing id; every
+list route returns nothing of Hà Nội. Routes are read from app.url_map, so a new route that is
+not covered here makes this test fail."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ca.issuance.service import IssueRequest
+from ca.ra import requests as ra_requests
+from tests import factories
+from tests.ra.conftest import staff_id, units
+
+MISSING = {"subscriber_id": "999999", "organization_id": "999999", "request_id": "999999",
+           "serial": "7a3f00000000000000000000000000000000beef"}
+# GET routes without an id, and how to tell a Hà Nội row in their answer.
+LIST_ROUTES = {"/api/v1/organizations", "/api/v1/subscribers", "/api/v1/requests",
+               "/api/v1/certificates"}
+PUBLIC = {"/api/v1/openapi.json"}
+
+
+@pytest.fixture
+def hanoi_objects(db, services, issuance, caller_of):
+    sub = staff_id(db, "staff.hanoi.2")
+    cert = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
+                                       csr=factories.csr(factories.key("p256")),
+                                       subscriber_id=sub))
+    with db.transaction() as s:
+        req = ra_requests.create(s, services.clock, caller_of("ra.hanoi"), {
+            "type": "renew", "subscriber_id": sub, "serial": cert.serial,
+            "csr_pem": factories.csr(factories.key("p256")).decode()}, services.profiles)
+        req_id = req.id
+    return {"subscriber_id": str(sub), "organization_id": str(units(db, "hanoi")[0]),
+            "request_id": str(req_id), "serial": cert.serial}
+
+
+def _api_rules(app):
+    return [r for r in app.url_map.iter_rules() if r.rule.startswith("/api/")]
+
+
+def _url(rule, values):
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: values[m.group(1)], rule.rule)
+
+
+def _normalised(body, value):
+    return {"error": {k: (v.replace(value, "ID") if isinstance(v, str) else v)
+                      for k, v in body["error"].items()}}
+
+
+def test_every_api_route_is_authenticated_or_public(app, client):
+    for rule in _api_rules(app):
+        if rule.rule in PUBLIC:
+            continue
+        values = {a: MISSING[a] for a in rule.arguments}
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            r = client.open(_url(rule, values), method=method, json={})
+            assert r.status_code == 401, (method, rule.rule, r.status_code)
+            assert r.get_json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize("who", ["ra.quangninh", "approver.quangninh", "staff.quangninh.1"])
+def test_hanoi_objects_answer_like_missing_ones(app, api_as, hanoi_objects, who, db):
+    api = api_as(who)
+    qn_unit = units(db, "quangninh")[0]
+    checked = 0
+    for rule in _api_rules(app):
+        if not rule.arguments:
+            continue
+        unknown = set(rule.arguments) - set(MISSING)
+        assert not unknown, f"{rule.rule}: add the id kind {unknown} to this scope test"
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            body = {"reason": "superseded", "organization_id": qn_unit}
+            answers = []
+            for values in (hanoi_objects, MISSING):
+                url = _url(rule, {a: values[a] for a in rule.arguments})
+                r = api.client.open(url, method=method, json=body, headers=api._headers())
+                assert r.status_code == 404, (who, method, url, r.status_code, r.get_json())
+                arg = next(iter(rule.arguments))
+                answers.append(_normalised(r.get_json(), values[arg]))
+            assert answers[0] == answers[1], (method, rule.rule, answers)
+            checked += 1
+    assert checked >= 8
+
+
+def test_hanoi_objects_are_visible_to_hanoi(app, api_as, hanoi_objects):
+    api = api_as("ra.hanoi")
+    for rule in _api_rules(app):
+        if rule.arguments and "GET" in rule.methods:
+            st, body = api.get(_url(rule, hanoi_objects))
+            assert st == 200, (rule.rule, body)
+
+
+@pytest.mark.parametrize("who", ["ra.quangninh", "approver.quangninh"])
+def test_list_routes_show_nothing_of_hanoi(app, api_as, hanoi_objects, who):
+    api = api_as(who)
+    hanoi_sub = int(hanoi_objects["subscriber_id"])
+    list_routes = {r.rule for r in _api_rules(app)
+                   if not r.arguments and "GET" in r.methods and r.rule not in PUBLIC}
+    assert list_routes == LIST_ROUTES, "a new list route needs a scope check here"
+    from ra_portal.api import allowed_query
+    rules = {r.rule: r for r in _api_rules(app)}
+    for url in sorted(LIST_ROUTES):
+        accepted = allowed_query(rules[url], "GET")
+        queries = [""] + [q for name, q in (
+            ("q", "?q=nguyen"), ("q", "?q=Nguy%E1%BB%85n"),
+            ("subscriber_id", f"?subscriber_id={hanoi_sub}"), ("per_page", "?per_page=200"))
+            if name in accepted]
+        for query in queries:
+            st, body = api.get(url + query)
+            assert st == 200, (url, query, body)
+            items = body if isinstance(body, list) else body["items"]
+            for item in items:
+                assert item.get("domain", "quangninh") == "quangninh", (url, item)
+                assert item.get("subscriber_id") != hanoi_sub, (url, item)
+    st, body = api.get("/api/v1/organizations")
+    assert body and all(o["domain"] == "quangninh" for o in body)
+
+
+def test_central_operator_sees_both_provinces(api_as, hanoi_objects):
+    st, body = api_as("operator").get("/api/v1/subscribers?per_page=200")
+    domains = {s["domain"] for s in body["items"]}
+    assert {"hanoi", "quangninh"} <= domains
+    st, body = api_as("auditor").get(f"/api/v1/requests/{hanoi_objects['request_id']}")
+    assert st == 200
