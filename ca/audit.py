@@ -4,30 +4,33 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ca.clock import UTC, require_aware
+from ca.errors import CAError
 from ca.store.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
-_SECRET_KEYS = {"pin", "so_pin", "password", "secret", "token", "otp", "private_key"}
+_SECRET_KEYS = {"pin", "so_pin", "user_pin", "password", "secret", "token", "otp", "totp",
+                "private_key", "api_token", "pin_file_content"}
 
 
-def _scrub(details: dict[str, Any]) -> dict[str, Any]:
+class AuditTampered(CAError):
+    """The audit trail is not in the state its own records say it must be in."""
+    code = "audit_tampered"
+
+
+def _scrub(value: Any) -> Any:
     """Secrets never enter the audit trail, whatever a caller passes by mistake."""
-    out: dict[str, Any] = {}
-    for k, v in details.items():
-        if k.lower() in _SECRET_KEYS:
-            out[k] = "[redacted]"
-        elif isinstance(v, dict):
-            out[k] = _scrub(v)
-        else:
-            out[k] = v
-    return out
+    if isinstance(value, dict):
+        return {k: ("[redacted]" if str(k).lower() in _SECRET_KEYS else _scrub(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
 
 
 def canonical_details(details: dict[str, Any] | None) -> str:
@@ -37,7 +40,8 @@ def canonical_details(details: dict[str, Any] | None) -> str:
 
 def event_hash(*, seq: int, at: dt.datetime, action: str, actor: str, target: str | None,
                domain_id: int | None, details: str, prev_hash: str) -> str:
-    """SHA-256 over a canonical JSON encoding of every field of the event and its predecessor."""
+    """SHA-256 over a canonical JSON encoding of every field of the event and its predecessor.
+    (Re-implemented byte for byte by tools/verify_audit_export.py: change both or neither.)"""
     body = json.dumps({
         "seq": seq, "at": require_aware(at).astimezone(UTC).isoformat(timespec="microseconds"),
         "action": action, "actor": actor, "target": target, "domain_id": domain_id,
@@ -47,9 +51,15 @@ def event_hash(*, seq: int, at: dt.datetime, action: str, actor: str, target: st
 
 
 def _ensure_head(session: Session) -> None:
-    if session.get(AuditHead, 1) is None:
-        session.add(AuditHead(id=1, seq=0, hash=GENESIS))
-        session.flush()
+    if session.get(AuditHead, 1) is not None:
+        return
+    if session.execute(select(AuditEvent.id).limit(1)).first() is not None:
+        # Events exist but their head is gone: someone removed it (truncation). Appending would
+        # restart the chain and hide that; refuse until an auditor has looked.
+        raise AuditTampered("the audit head row is missing while events exist; run "
+                            "`govca audit verify`")
+    session.add(AuditHead(id=1, seq=0, hash=GENESIS))
+    session.flush()
 
 
 def record(session: Session, action: str, *, actor: str, at: dt.datetime,
@@ -76,46 +86,14 @@ def record(session: Session, action: str, *, actor: str, at: dt.datetime,
     return event
 
 
-@dataclass(frozen=True)
-class ChainProblem:
-    seq: int | None
-    kind: str  # altered | missing | reordered | head_mismatch
-    message: str
+def verify_chain(session: Session, batch: int = 5000):
+    """Every problem of the hash chain and its head (checkpoints: ca.audit_verify.verify_trail)."""
+    from ca.audit_verify import verify_trail
+    return verify_trail(session, batch=batch, check_checkpoints=False).problems
 
 
-def verify_chain(session: Session, batch: int = 5000) -> list[ChainProblem]:
-    """Walk the chain in sequence order and report every break."""
-    problems: list[ChainProblem] = []
-    prev = GENESIS
-    expected_seq = 1
-    last_id = 0
-    while True:
-        rows = session.execute(
-            select(AuditEvent).where(AuditEvent.seq >= expected_seq).order_by(AuditEvent.seq)
-            .limit(batch)).scalars().all()
-        if not rows:
-            break
-        for ev in rows:
-            if ev.seq != expected_seq:
-                problems.append(ChainProblem(expected_seq, "missing",
-                                             f"events {expected_seq}..{ev.seq - 1} are missing"))
-            if ev.id < last_id:
-                problems.append(ChainProblem(ev.seq, "reordered",
-                                             f"event {ev.seq} was stored out of order"))
-            last_id = max(last_id, ev.id)
-            digest = event_hash(seq=ev.seq, at=ev.at, action=ev.action, actor=ev.actor,
-                                target=ev.target, domain_id=ev.domain_id, details=ev.details,
-                                prev_hash=ev.prev_hash)
-            if digest != ev.hash:
-                problems.append(ChainProblem(ev.seq, "altered",
-                                             f"event {ev.seq} does not match its hash"))
-            elif ev.prev_hash != prev:
-                problems.append(ChainProblem(ev.seq, "broken_link",
-                                             f"event {ev.seq} does not follow event {ev.seq - 1}"))
-            prev = ev.hash
-            expected_seq = ev.seq + 1
-    head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != expected_seq - 1 or head.hash != prev):
-        problems.append(ChainProblem(head.seq, "head_mismatch",
-                                     f"the chain ends at {expected_seq - 1} but the head says {head.seq}"))
-    return problems
+def __getattr__(name: str):  # ChainProblem moved to ca.audit_verify; keep the old name working
+    if name == "ChainProblem":
+        from ca.audit_verify import ChainProblem
+        return ChainProblem
+    raise AttributeError(name)

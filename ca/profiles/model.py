@@ -23,10 +23,10 @@ EKUS: dict[str, ObjectIdentifier] = {
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
     "documentSigning": ObjectIdentifier("1.3.6.1.5.5.7.3.36"),  # RFC 9336 id-kp-documentSigning
 }
-CATEGORIES = ("subscriber", "responder", "ca")
+CATEGORIES = ("subscriber", "responder", "service", "ca")  # service: GovCA's own (audit)
 SUBJECT_KINDS = ("person", "organization", "device", "responder", "ca")
 # DOMAIN.md: subscriber certificates at most 5 years when new; CA certificates at most 20 years.
-MAX_DAYS = {"subscriber": 1826, "responder": 1826, "ca": 7305}
+MAX_DAYS = {"subscriber": 1826, "responder": 1826, "service": 1826, "ca": 7305}
 ALLOWED_KEYS = {"rsa": ("2048", "3072", "4096"), "ec": ("secp256r1", "secp384r1")}
 
 
@@ -155,6 +155,8 @@ def builtin_profiles(override_file: str | Path | None = None) -> dict[str, Profi
             extra = json.loads(Path(override_file).read_text("utf-8"))
         except json.JSONDecodeError as exc:
             raise ProfileError(f"{override_file}: not valid JSON ({exc})") from None
+        if not isinstance(extra, dict) or not all(isinstance(b, dict) for b in extra.values()):
+            raise ProfileError(f"{override_file}: must map profile names to settings")
         for name, body in extra.items():
             raw[name] = {**raw.get(name, {}), **body}
     return load_profiles(raw)
