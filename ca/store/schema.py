@@ -1,2 +1,6 @@
 """Imports every model module so that Base.metadata holds the whole schema (Alembic, tests)."""
 from ca.store import models  # noqa: F401
+from ca.store import models_crl  # noqa: F401
+from ca.store import models_ra  # noqa: F401
+from ca.store import models_audit  # noqa: F401
+from ca.store import models_tokens  # noqa: F401
