@@ -8,15 +8,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID
 
-# RFC 5280 5.3.1 reason names as stored by ca.revocation -> ReasonFlags.
-REASON_FLAGS = {
-    "keyCompromise": x509.ReasonFlags.key_compromise,
-    "cACompromise": x509.ReasonFlags.ca_compromise,
-    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
-    "superseded": x509.ReasonFlags.superseded,
-    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
-    "privilegeWithdrawn": x509.ReasonFlags.privilege_withdrawn,
-}
+from ca.revocation import REASONS as REASON_FLAGS  # RFC 5280 5.3.1 names -> ReasonFlags
+
 # One shared extension object per reason: a million entries share seven objects.
 _REASON_EXT = {name: x509.Extension(CRLEntryExtensionOID.CRL_REASON, False, x509.CRLReason(flag))
                for name, flag in REASON_FLAGS.items()}
