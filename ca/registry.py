@@ -10,6 +10,7 @@ from ca import audit
 from ca.errors import Conflict, InvalidInput, NotFound
 from ca.names import clean_text, fold
 from ca.store.models import Organization, RaDomain, Subscriber
+from ca.store.models_org import add_first_version
 
 DEVICE_TYPES = ("TOKEN", "SIM", "SOFT", "RSSP", "HSM")
 
@@ -48,6 +49,7 @@ def add_organization(session: Session, *, domain: RaDomain, name: str, kind: str
                        active=True, created_at=at)
     session.add(org)
     session.flush()
+    add_first_version(session, org, at=at)  # organisation versions (models_org)
     return org
 
 

@@ -21,6 +21,7 @@ from ca.ra.workdays import seed_holidays
 from ca.store.models_ra import RaUser
 from ca.registry import add_domain, add_organization, add_subscriber
 from ca.store.models import Organization, RaDomain, Subscriber
+from ca.store.models_org import OrganizationVersion, add_first_version
 
 MINISTRIES = [
     ("bonoivu", "Bộ Nội vụ"), ("botaichinh", "Bộ Tài chính"), ("boyte", "Bộ Y tế"),
@@ -112,6 +113,16 @@ def seed_staff(session, at: dt.datetime, rng: random.Random) -> int:
     return created
 
 
+def backfill_versions(session, at: dt.datetime) -> int:
+    """Version 1 for every organisation that has none yet (rows created before versions)."""
+    have = select(OrganizationVersion.organization_id)
+    rows = session.execute(select(Organization).where(Organization.id.not_in(have))
+                           .order_by(Organization.id)).scalars().all()
+    for org in rows:
+        add_first_version(session, org, at=at, actor="system:demo")
+    return len(rows)
+
+
 def init_demo(services, echo=print) -> None:
     cer = services.ceremony(actor="system:demo")
     root = cer.init_root(CAParameters(
@@ -128,6 +139,11 @@ def init_demo(services, echo=print) -> None:
         n = seed_organisations(s, now)
         m = seed_staff(s, now, random.Random(2025))
     echo(f"demo data: {n} new RA domains, {m} new staff")
+    if inspect(services.db.engine).has_table(OrganizationVersion.__tablename__):
+        with services.db.transaction() as s:  # organisations from before versions
+            v = backfill_versions(s, now)
+        if v:
+            echo(f"organisation versions: {v} organisations given version 1")
     if not inspect(services.db.engine).has_table(RaUser.__tablename__):
         echo("RA portal tables are not in this database yet (the migration predates them): "
              "no demo users created")

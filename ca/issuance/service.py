@@ -39,6 +39,7 @@ from ca.profiles.model import Profile
 from ca.store.database import Database
 from ca.store.models import Certificate, CertificateAuthority, Subscriber
 from ca.subjects import subject_for
+from ca.store.models_org import subscriber_org_version_id
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class IssuanceService:
             # 2. Profile: key type, subject from registered data, validity, duplicate keys.
             check_csr_key(parsed, profile.key_types)
             subject, email, subscriber_id, domain_id = self._subject(s, req, profile)
+            org_version_id = subscriber_org_version_id(s, subscriber_id)  # models_org
             not_after = self._not_after(req, profile, ca, now)
             self._check_duplicate_key(s, parsed.spki_sha256, subscriber_id, profile)
             issuer = ca_view(ca, self.base_url)
@@ -147,7 +149,8 @@ class IssuanceService:
                         subscriber_id=subscriber_id, profile=profile.name,
                         subject=name.rfc4514_string(), not_before=now, not_after=not_after,
                         spki_sha256=parsed.spki_sha256,
-                        tbs_sha256=hashlib.sha256(tbs).hexdigest(), reserved_at=now)
+                        tbs_sha256=hashlib.sha256(tbs).hexdigest(), reserved_at=now,
+                        organization_version_id=org_version_id)
                     s.add(row)
                     s.flush()
                     audit.record(s, "cert.issue.intent", actor=req.actor, at=now,

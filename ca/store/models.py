@@ -136,6 +136,8 @@ class Certificate(Base):
     revoked_at: Mapped[Optional[dt.datetime]]
     revocation_reason: Mapped[Optional[str]] = mapped_column(String(32))
     invalidity_date: Mapped[Optional[dt.datetime]]
+    organization_version_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("organization_version.id"))  # the organisation at issuance (models_org)
 
     ca: Mapped[CertificateAuthority] = relationship()
     subscriber: Mapped[Optional[Subscriber]] = relationship()

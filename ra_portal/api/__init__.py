@@ -117,3 +117,4 @@ def json_body() -> dict:
 
 
 from ra_portal.api import v1_subscribers, v1_requests, openapi  # noqa: E402,F401
+from ra_portal.api import v1_organizations  # noqa: E402,F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import request
 
 from ca.errors import InvalidInput
+from ca.ra import organizations as ra_orgs
 from ca.ra import requests as ra_requests
 from ca.ra import subscribers as ra_subscribers
 from ca.ra.scope import Scope
@@ -62,7 +63,8 @@ def organizations():
 def organization(organization_id: int):
     svc = services()
     with svc.db.transaction() as s:
-        return org_dict(Scope(s, caller()).organization(organization_id))
+        org = Scope(s, caller()).organization(organization_id)
+        return {**org_dict(org), "version": ra_orgs.version_number(s, org.id)}  # versions
 
 
 @bp.get("/subscribers")

@@ -1,14 +1,17 @@
 """Central operator pages: RA domains and their delegation, CAs, profiles, the central queue."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
+from ca.errors import InvalidInput
+from ca.ra import allowances
 from ca.ra import requests as ra_requests
 from ca.ra_web import domains as ra_domains
 from ca.registry import DEVICE_TYPES
-from ca.store.models import CertificateAuthority
+from ca.store.models import CertificateAuthority, RaDomain
 from ra_portal import services
 from ra_portal.web.common import caller, check_csrf, int_arg, page_errors, require
 from ra_portal.web.ra_pages import can_approve
@@ -24,10 +27,40 @@ def domains():
     svc = services()
     with svc.db.transaction() as s:
         rows = ra_domains.overview(s, caller())
+        for row in rows:  # what each domain may request (ca/ra/allowances.py)
+            row["allowance"] = allowances.get(s, row["id"], svc.profiles)
     profiles = [(p.name, p.central_approval) for p in svc.profiles.values()
                 if p.category == "subscriber"]
     return render_template("central/domains.html", rows=rows, profiles=profiles,
-                           device_types=DEVICE_TYPES)
+                           device_types=DEVICE_TYPES,
+                           allowable=allowances.subscriber_profiles(svc.profiles))
+
+
+# --- per-domain allowances: profiles and device types a domain may request ---
+ALLOWANCE_MESSAGES = {
+    "profiles": _l("Trường «Mẫu chứng thư»: có mẫu chứng thư không hợp lệ."),
+    "device_types": _l("Trường «Loại thiết bị»: có loại thiết bị không hợp lệ."),
+}
+
+
+@bp.post("/domains/<int:domain_id>/allowance")
+@require("request.central_approve", central=True)
+def domain_allowance(domain_id: int):
+    svc = services()
+    check_csrf()
+    try:
+        with svc.db.transaction() as s:
+            allowances.set_allowance(s, svc.clock, caller(), domain_id,
+                                     request.form.getlist("profile"),
+                                     request.form.getlist("device_type"), svc.profiles)
+            name = s.get(RaDomain, domain_id).name
+    except InvalidInput as exc:
+        msg = ALLOWANCE_MESSAGES.get(exc.field or "", _l("Giá trị không hợp lệ."))
+        return render_template("error.html", message=str(msg)), 400
+    flash(_("Đã cập nhật mẫu chứng thư và loại thiết bị được phép của %(name)s.", name=name),
+          "info")
+    return redirect(url_for("central_web.domains"))
+# --- end allowances ---
 
 
 @bp.post("/domains/<int:domain_id>/<any(suspend, resume):action>")

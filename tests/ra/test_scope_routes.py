@@ -19,6 +19,10 @@ MISSING = {"subscriber_id": "999999", "organization_id": "999999", "request_id":
 LIST_ROUTES = {"/api/v1/organizations", "/api/v1/subscribers", "/api/v1/requests",
                "/api/v1/certificates"}
 PUBLIC = {"/api/v1/openapi.json"}
+# Routes on one organisation (versions, rename): covered by the id tests below.
+ORGANIZATION_ROUTES = {"/api/v1/organizations/<int:organization_id>",
+                       "/api/v1/organizations/<int:organization_id>/versions",
+                       "/api/v1/organizations/<int:organization_id>/rename"}
 
 
 @pytest.fixture
@@ -49,6 +53,11 @@ def _normalised(body, value):
                       for k, v in body["error"].items()}}
 
 
+def test_organization_routes_are_known(app):
+    found = {r.rule for r in _api_rules(app) if r.rule.startswith("/api/v1/organizations/")}
+    assert found == ORGANIZATION_ROUTES, "a new organisation route needs a scope check here"
+
+
 def test_every_api_route_is_authenticated_or_public(app, client):
     for rule in _api_rules(app):
         if rule.rule in PUBLIC:
@@ -71,7 +80,8 @@ def test_hanoi_objects_answer_like_missing_ones(app, api_as, hanoi_objects, who,
         unknown = set(rule.arguments) - set(MISSING)
         assert not unknown, f"{rule.rule}: add the id kind {unknown} to this scope test"
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            body = {"reason": "superseded", "organization_id": qn_unit}
+            body = {"reason": "superseded", "organization_id": qn_unit,
+                    "name": "Tên mới"}  # name: organisation rename
             answers = []
             for values in (hanoi_objects, MISSING):
                 url = _url(rule, {a: values[a] for a in rule.arguments})
