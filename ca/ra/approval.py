@@ -13,6 +13,7 @@ from ca import audit
 from ca.clock import Clock
 from ca.errors import CAError, Conflict, PermissionDenied
 from ca.issuance.service import IssuanceService, IssueRequest
+from ca.ra import restore  # issue 6: the restore branch
 from ca.ra.roles import Caller
 from ca.ra.scope import Scope
 from ca.ra.subscribers import require_active_domain
@@ -45,6 +46,10 @@ def approve(db: Database, clock: Clock, caller: Caller, request_id: int,
         if caller.username in (req.created_by, req.submitted_by):
             raise PermissionDenied("the approver must be a different person from the one who "
                                    "prepared or submitted the request", code="two_person_rule")
+        # --- restore (issue 6, ca.ra.restore): identity check recorded; 1 or 2 approvers ---
+        if req.type == "restore" and not restore.before_approval(s, req, caller, now):
+            return req  # first of two approvers recorded; the request stays submitted
+        # --- end restore ---
         central = req.central_required and caller.role == "central_operator" \
             and req.central_approved_by is None
         if central:
@@ -130,7 +135,13 @@ def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceServi
         log.exception("request %s failed", request_id)
         final, failure = "failed", f"internal_error: {type(exc).__name__}"
     now = clock.now()
+    issued = None
     with db.transaction() as s:
+        # --- restore (issue 6): the one-time code, in the transaction that completes it ---
+        if kind == "restore" and final == "done" and s.get(restore.RestoreRequest, request_id):
+            issued, failure = restore.release_code(s, request_id, actor=actor, at=now)
+            final = "done" if issued else "failed"
+        # --- end restore ---
         s.execute(update(RaRequest).where(RaRequest.id == request_id,
                                           RaRequest.state == "approved")
                   .values(state=final, certificate_serial=serial, completed_at=now,
@@ -139,4 +150,6 @@ def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceServi
         audit.record(s, f"request.{final}", actor=actor, at=now, target=f"request:{request_id}",
                      domain_id=req.domain_id,
                      details={"certificate_serial": serial, "failure": failure})
+        if issued is not None:  # restore: shown once by the caller, never stored in clear
+            req.unblock_code, req.unblock_expires_at = issued.code, issued.expires_at
         return req

@@ -17,6 +17,7 @@ from ca.clock import Clock
 from ca.csr import check_csr_key, parse_csr
 from ca.errors import Conflict, InvalidInput, NotFound, PermissionDenied, PolicyViolation
 from ca.profiles.model import Profile
+from ca.ra import allowances  # per-domain allowances
 from ca.ra.roles import Caller
 from ca.ra.scope import Scope
 from ca.ra.subscribers import MAX_PAGE, Page, require_active_domain
@@ -26,7 +27,7 @@ from ca.store.models import Certificate
 from ca.store.models_ra import REQUEST_STATES, REQUEST_TYPES, RaRequest
 
 FIELDS = {"type", "subscriber_id", "profile", "csr_pem", "serial", "reason", "validity_days",
-          "submit"}
+          "submit", "device_id"}  # device_id: restore (issue 6)
 OPEN_STATES = ("draft", "submitted", "approved")
 RENEW_MAX_DAYS = 3 * 365  # DOMAIN.md: a renewal extends validity by at most 3 years
 CHANGE_REASONS = ("superseded", "affiliationChanged")
@@ -132,6 +133,9 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
         if profile.subject != sub.kind:
             raise PolicyViolation(f"profile {profile.name!r} is for {profile.subject} "
                                   f"subscribers", field="profile")
+        # --- per-domain allowances (ca/ra/allowances.py) ---
+        allowances.check(session, sub, profile.name, profiles)
+        # --- end allowances ---
         if csr_text is None and kind == "change":
             csr_text = _previous_csr(session, target)
         if not csr_text:
@@ -161,6 +165,14 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
         if caller.role == "subscriber" and req.reason != "keyCompromise":
             raise PermissionDenied("staff may only report a compromised or lost key "
                                    "(keyCompromise)", field="reason", code="forbidden")
+    # --- restore (issue 6, ca.ra.restore): the key device must be the subscriber's, in scope ---
+    device = None
+    if kind == "restore":
+        from ca.ra import restore as _restore
+        device = _restore.check_new(session, scope, body, sub.id)
+    elif body.get("device_id") is not None:
+        raise InvalidInput(f"device_id does not apply to a {kind} request", field="device_id")
+    # --- end restore ---
     for name in ("csr_pem", "validity_days", "profile") if kind in ("revoke", "restore") else ():
         if body.get(name) is not None:
             raise InvalidInput(f"{name} does not apply to a {kind} request", field=name)
@@ -171,10 +183,13 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
                        field="serial", code="duplicate_request")
     session.add(req)
     session.flush()
+    if device is not None:  # restore (issue 6)
+        _restore.attach(session, req, device)
     audit.record(session, "request.create", actor=caller.actor, at=now,
                  target=f"request:{req.id}", domain_id=req.domain_id,
                  details={"type": kind, "subscriber_id": sub.id, "profile": req.profile,
-                          "serial": req.target_serial, "reason": req.reason})
+                          "serial": req.target_serial, "reason": req.reason,
+                          **({"device_id": device.id} if device is not None else {})})
     if submit_now:
         submit(session, clock, caller, req.id)
     return req

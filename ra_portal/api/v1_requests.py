@@ -14,6 +14,7 @@ from ca.ra.subscribers import Page
 from ca.store.models import Certificate
 from ra_portal import services
 from ra_portal.api import bp, caller, json_body
+from ra_portal.api.v1_organizations import issued_organization
 from ra_portal.api.v1_subscribers import page_dict, query_int, query_text
 
 CERT_STATUSES = ("valid", "revoked", "expired")
@@ -74,7 +75,8 @@ def approve_request(request_id: int):
         needs_ca = req.type in ("issue", "renew", "change")
     req = approval.approve(svc.db, svc.clock, who, request_id,
                            svc.issuance() if needs_ca else None)
-    return ra_requests.summary(req, svc.clock.now())
+    extra = {"unblock_code": req.unblock_code} if getattr(req, "unblock_code", None) else {}
+    return {**ra_requests.summary(req, svc.clock.now()), **extra}  # restore: code shown once
 
 
 @bp.post("/requests/<int:request_id>/reject")
@@ -138,7 +140,9 @@ def list_certificates():
 def get_certificate(serial: str):
     svc = services()
     with svc.db.transaction() as s:
-        return cert_dict(Scope(s, caller()).certificate(serial), svc.clock.now())
+        cert = Scope(s, caller()).certificate(serial)
+        return {**cert_dict(cert, svc.clock.now()),
+                "organization": issued_organization(cert)}  # as of issuance (versions)
 
 
 @bp.post("/certificates/<serial>/revoke")

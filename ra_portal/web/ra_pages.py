@@ -262,6 +262,8 @@ def request_approve(request_id: int):
     req = approval.approve(svc.db, svc.clock, who, request_id,
                            svc.issuance() if needs_ca else None)
     after_decision(request_id)
+    if getattr(req, "unblock_code", None):  # restore (issue 6): the one-time code, shown once
+        return __import__("ra_portal.web.device_pages").web.device_pages.show_code(req)
     if req.state == "failed":
         flash(_("Yêu cầu đã được phê duyệt nhưng thực hiện không thành công."), "error")
     else:
