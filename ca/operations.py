@@ -13,6 +13,7 @@ from ca.errors import CAError
 from ca.store.models import AuditHead, Certificate, CertificateAuthority
 from ca.store.models_audit import AuditCheckpoint, AuditKey
 from ca.store.models_crl import OcspResponse, PublishedCRL, SchedulerLease
+from ca.store.models_ops import SchedulerRun
 
 
 def _seconds(a: dt.datetime | None, b: dt.datetime) -> int | None:
@@ -83,3 +84,29 @@ def operations_status(session: Session, now: dt.datetime, keys=None) -> dict[str
                 "label": akey.key_label, "not_after": akey.not_after,
                 "days_left": (akey.not_after - now).days, **_key_state(keys, akey.key_id)}},
     }
+
+
+def last_runs(session: Session, recent: int = 20) -> dict[str, Any]:
+    """The scheduler's last run of every job (with the last success and failure) and the most
+    recent runs overall, newest first."""
+    latest = select(SchedulerRun.job, func.max(SchedulerRun.id).label("id")).group_by(
+        SchedulerRun.job).subquery()
+    jobs = []
+    for run in session.execute(select(SchedulerRun).join(latest, SchedulerRun.id == latest.c.id)
+                               .order_by(SchedulerRun.job)).scalars():
+        last_ok = session.execute(select(func.max(SchedulerRun.finished_at)).where(
+            SchedulerRun.job == run.job, SchedulerRun.ok.is_(True))).scalar_one()
+        failures = session.execute(select(func.count()).where(
+            SchedulerRun.job == run.job, SchedulerRun.ok.is_(False))).scalar_one()
+        jobs.append({**_run(run), "last_success_at": last_ok, "failures": failures})
+    rows = session.execute(select(SchedulerRun).order_by(SchedulerRun.id.desc()).limit(recent)
+                           ).scalars()
+    return {"jobs": jobs, "recent": [_run(r) for r in rows]}
+
+
+def _run(run: SchedulerRun) -> dict[str, Any]:
+    seconds = None if run.finished_at is None else (run.finished_at - run.started_at
+                                                     ).total_seconds()
+    return {"job": run.job, "holder": run.holder, "started_at": run.started_at,
+            "finished_at": run.finished_at, "ok": run.ok, "message": run.message,
+            "seconds": seconds}

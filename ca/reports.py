@@ -183,3 +183,24 @@ def overdue(session: Session, scope: Scope, now: dt.datetime, request_type: str 
         stmt = stmt.where(RaRequest.type == request_type)
     return list(session.execute(stmt.order_by(RaRequest.due_at, RaRequest.id).limit(limit))
                 .scalars())
+
+
+def scope_for(session: Session, caller, domain_id: int | None = None) -> Scope:
+    """The caller's Scope, narrowed to one RA domain when asked: the centre may pick any
+    domain; a province only its own (another one is NotFound, exactly like a missing one)."""
+    from ca.errors import NotFound
+    scope = Scope(session, caller)
+    if domain_id is None:
+        return scope
+    if not isinstance(domain_id, int) or session.get(RaDomain, domain_id) is None or (
+            not scope.everything and domain_id != scope.domain_id):
+        raise NotFound("no such RA domain", code="not_found")
+    if scope.everything:
+        scope.everything, scope.domain_id, scope.self_only = False, domain_id, False
+    return scope
+
+
+def domains_for(session: Session, scope: Scope) -> list[tuple[int, str]]:
+    """The RA domains a report can be narrowed to (id, name), by name."""
+    return [tuple(r) for r in session.execute(select(RaDomain.id, RaDomain.name)
+                                              .where(scope.domains()).order_by(RaDomain.name))]

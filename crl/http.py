@@ -14,12 +14,15 @@ from flask import Blueprint, Response, abort, current_app, request
 from werkzeug.http import http_date
 from sqlalchemy import select
 
+from ca import metrics
 from ca.store.models import CertificateAuthority
 from crl import ocsp_codec
 from crl.ocsp import MALFORMED, OcspResult, OcspService
 from crl.publish import CrlPublisher, delta_period
 
 bp = Blueprint("pki", __name__)
+OCSP_REQUESTS = metrics.counter("govca_ocsp_requests_total", "OCSP requests", ("method",))
+OCSP_SECONDS = metrics.histogram("govca_ocsp_response_seconds", "OCSP response time")
 
 _CA_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 MAX_OCSP_BODY = 16 * 1024
@@ -208,8 +211,10 @@ class OcspFastPath:
         path = environ.get("PATH_INFO", "")
         if path != "/ocsp" and not path.startswith("/ocsp/"):
             return self.inner(environ, start_response)
+        OCSP_REQUESTS.labels(method=environ.get("REQUEST_METHOD", "")[:8]).inc()
         try:
-            status, headers, body = handle_ocsp(self.app, environ)
+            with OCSP_SECONDS.time():
+                status, headers, body = handle_ocsp(self.app, environ)
         except Exception:  # pragma: no cover - answer() already maps failures to statuses
             self.app.logger.exception("OCSP front failed")
             status, headers, body = ("200 OK", [("Content-Type", "application/ocsp-response"),

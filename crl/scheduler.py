@@ -10,17 +10,23 @@ import threading
 import uuid
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ca.clock import Clock
 from ca.store.database import Database
 from ca.store.models_crl import SchedulerLease
+from ca.store.models_ops import SchedulerRun
 from crl.ocsp import OcspService
 from crl.publish import CrlPublisher
 from crl.responder import ResponderManager
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "relying-party"
+CHECKPOINT_INTERVAL = 600.0  # seconds between audit checkpoints (signed only when changed)
+REMINDER_INTERVAL = 86400.0  # expiry reminders: daily
+RUN_RETENTION = dt.timedelta(days=14)  # scheduler_run rows older than this are pruned
+JOB_NAMES = ("renew_responders", "publish_crls", "refresh_ocsp", "audit_checkpoint",
+             "expiry_reminders")
 
 
 class Lease:
@@ -65,6 +71,7 @@ class RelyingPartyJobs:
     def __init__(self, publisher: CrlPublisher, ocsp: OcspService,
                  responders: ResponderManager) -> None:
         self.publisher, self.ocsp, self.responders = publisher, ocsp, responders
+        self.svc = None  # the service container, for the audit checkpoint and reminders
 
     def renew_responders(self):
         renewed = [n for n, created in self.responders.ensure_all() if created]
@@ -78,6 +85,17 @@ class RelyingPartyJobs:
     def refresh_ocsp(self):
         return self.ocsp.presign()
 
+    def audit_checkpoint(self):
+        """Sign the audit head if events were appended (leader only; None without a key)."""
+        from ca.audit_checkpoint import checkpoint
+        cp = checkpoint(self.svc)
+        return None if cp is None else {"number": cp.number, "seq": cp.seq}
+
+    def expiry_reminders(self):
+        """The 30- and 7-day expiry reminders (no SMTP host configured: nothing sent)."""
+        from ca.ra.notify import SmtpConfig, run_expiry_reminders
+        return run_expiry_reminders(self.svc.db, self.svc.clock, SmtpConfig.from_env(os.environ))
+
     def run_once(self) -> dict:
         return {"responders": self.renew_responders(), "crls": self.publish_crls(),
                 "ocsp": self.refresh_ocsp()}
@@ -88,7 +106,41 @@ def build_jobs(svc) -> RelyingPartyJobs:
     publisher = CrlPublisher(svc.db, svc.keys, svc.clock, svc.settings.base_url)
     ocsp = OcspService(svc.db, svc.keys, svc.clock)
     responders = ResponderManager(svc.db, svc.keys, svc.clock, svc.issuance)
-    return RelyingPartyJobs(publisher, ocsp, responders)
+    jobs = RelyingPartyJobs(publisher, ocsp, responders)
+    jobs.svc = svc
+    return jobs
+
+
+def record_run(db: Database, clock: Clock, job: str, holder: str, fn):
+    """Run `fn`, keeping a `scheduler_run` row (start, finish, ok, short message)."""
+    try:
+        with db.transaction() as s:
+            row = SchedulerRun(job=job, holder=holder[:128], started_at=clock.now(), message="")
+            s.add(row)
+            s.flush()
+            run_id = row.id
+    except sa_exc.SQLAlchemyError as exc:  # the job matters more than its record
+        log.warning("scheduler run of %s not recorded (%s)", job, type(exc).__name__)
+        return fn()
+    ok, message, result = False, "", None
+    try:
+        result = fn()
+        ok, message = True, repr(result)[:500]
+        return result
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {str(exc)[:400]}"
+        raise
+    finally:
+        try:
+            with db.transaction() as s:
+                row = s.get(SchedulerRun, run_id)
+                row.finished_at, row.ok, row.message = clock.now(), ok, message
+                s.execute(delete(SchedulerRun).where(SchedulerRun.job == job,
+                                                     SchedulerRun.started_at < row.started_at
+                                                     - RUN_RETENTION))
+        except sa_exc.SQLAlchemyError as exc:
+            log.warning("scheduler run of %s: result not recorded (%s)", job,
+                        type(exc).__name__)
 
 
 class Scheduler:
@@ -105,11 +157,21 @@ class Scheduler:
                 if not self.lease.acquire():
                     return
                 try:
-                    fn()
+                    record_run(self.lease.db, self.lease.clock, name, self.lease.holder, fn)
                 except Exception:
                     log.exception("scheduler job %s failed", name)
         run.__name__ = name
         return run
+
+    def run_job(self, name: str):
+        """Run one named job now, as the leader only, recorded in `scheduler_run`; None when
+        another process leads."""
+        if name not in JOB_NAMES:
+            raise ValueError(f"unknown scheduler job {name!r}")
+        if not self.lease.acquire():
+            return None
+        return record_run(self.lease.db, self.lease.clock, name, self.lease.holder,
+                          getattr(self.jobs, name))
 
     def tick(self) -> dict | None:
         """One leader round of every job (also `govca scheduler --once`)."""
@@ -125,6 +187,13 @@ class Scheduler:
             sched.add_job(self._guarded(name, fn), "interval", seconds=self.interval, id=name,
                           next_run_time=start + dt.timedelta(seconds=i), max_instances=1,
                           coalesce=True, misfire_grace_time=max(1, int(self.interval)))
+        if getattr(self.jobs, "svc", None) is not None:
+            for i, (name, every) in enumerate((("audit_checkpoint", CHECKPOINT_INTERVAL),
+                                               ("expiry_reminders", REMINDER_INTERVAL))):
+                sched.add_job(self._guarded(name, getattr(self.jobs, name)), "interval",
+                              seconds=every, id=name, max_instances=1, coalesce=True,
+                              next_run_time=start + dt.timedelta(seconds=5 + i),
+                              misfire_grace_time=max(1, int(self.interval)))
 
     def start_background(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler

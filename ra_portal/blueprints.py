@@ -18,3 +18,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp)
     app.register_blueprint(auth_pages_bp)
     __import__("ra_portal.web.setup").web.setup.init_web(app)  # portal pages, i18n
+    from ra_portal.web.report_pages import bp as report_bp
+    app.register_blueprint(report_bp)
+    from ra_portal.web.audit_pages import bp as audit_pages_bp
+    app.register_blueprint(audit_pages_bp)
+    from ra_portal.web.ops_pages import bp as ops_pages_bp
+    app.register_blueprint(ops_pages_bp)

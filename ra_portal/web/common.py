@@ -82,6 +82,8 @@ CODE_MESSAGES = {
     "bad_encoding": _l("tệp CSV phải được mã hóa UTF-8."),
     "invalid_serial": _l("số hiệu chứng thư phải là số thập lục phân."),
     "no_change": _l("không có gì thay đổi."),
+    "profile_not_allowed": _l("đơn vị RA không được phép đề nghị mẫu chứng thư này."),
+    "device_type_not_allowed": _l("đơn vị RA không được phép đề nghị loại thiết bị này."),
     "hsm_unavailable": _l("thiết bị HSM tạm thời không truy cập được, vui lòng thử lại sau."),
 }
 GENERIC = {"invalid_input": _l("giá trị không hợp lệ."),

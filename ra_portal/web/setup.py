@@ -47,3 +47,4 @@ def init_web(app: Flask) -> None:
     app.jinja_env.filters["vntime"] = _vntime
     for bp in (ra_bp, me_bp, central_bp, bulk_bp):
         app.register_blueprint(bp)
+    app.register_blueprint(__import__("ra_portal.web.device_pages").web.device_pages.bp)  # issue 6
