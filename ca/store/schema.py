@@ -4,3 +4,6 @@ from ca.store import models_crl  # noqa: F401
 from ca.store import models_ra  # noqa: F401
 from ca.store import models_audit  # noqa: F401
 from ca.store import models_tokens  # noqa: F401
+from ca.store import models_ops  # noqa: F401
+from ca.store import models_org  # noqa: F401
+from ca.store import models_restore  # noqa: F401

@@ -132,6 +132,19 @@ def upgrade() -> None:
     sa.Column('acquired_at', ca.store.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_scheduler_lease'))
     )
+    op.create_table('scheduler_run',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('job', sa.String(length=64), nullable=False),
+    sa.Column('holder', sa.String(length=128), nullable=False),
+    sa.Column('started_at', ca.store.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', ca.store.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ok', sa.Boolean(), nullable=True),
+    sa.Column('message', sa.String(length=500), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_scheduler_run'))
+    )
+    with op.batch_alter_table('scheduler_run', schema=None) as batch_op:
+        batch_op.create_index('ix_scheduler_run_job_started', ['job', 'started_at'], unique=False)
+
     op.create_table('unblock_attempt',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('device_serial', sa.String(length=64), nullable=False),
@@ -143,6 +156,15 @@ def upgrade() -> None:
     with op.batch_alter_table('unblock_attempt', schema=None) as batch_op:
         batch_op.create_index('ix_unblock_attempt_serial_at', ['device_serial', 'at'], unique=False)
 
+    op.create_table('domain_allowance',
+    sa.Column('domain_id', sa.Integer(), nullable=False),
+    sa.Column('profiles', sa.JSON(), nullable=False),
+    sa.Column('device_types', sa.JSON(), nullable=False),
+    sa.Column('updated_at', ca.store.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=128), nullable=False),
+    sa.ForeignKeyConstraint(['domain_id'], ['ra_domain.id'], name=op.f('fk_domain_allowance_domain_id_ra_domain')),
+    sa.PrimaryKeyConstraint('domain_id', name=op.f('pk_domain_allowance'))
+    )
     op.create_table('organization',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('domain_id', sa.Integer(), nullable=False),
@@ -182,6 +204,28 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('published_crl', schema=None) as batch_op:
         batch_op.create_index('ix_published_crl_ca_kind_number', ['ca_id', 'kind', 'crl_number'], unique=False)
+
+    op.create_table('organization_version',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('organization_id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('parent_id', sa.Integer(), nullable=True),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('merged_into_id', sa.Integer(), nullable=True),
+    sa.Column('valid_from', ca.store.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_to', ca.store.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_by', sa.String(length=128), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['merged_into_id'], ['organization.id'], name=op.f('fk_organization_version_merged_into_id_organization')),
+    sa.ForeignKeyConstraint(['organization_id'], ['organization.id'], name=op.f('fk_organization_version_organization_id_organization')),
+    sa.ForeignKeyConstraint(['parent_id'], ['organization.id'], name=op.f('fk_organization_version_parent_id_organization')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_organization_version')),
+    sa.UniqueConstraint('organization_id', 'version', name=op.f('uq_organization_version_organization_id_version'))
+    )
+    with op.batch_alter_table('organization_version', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_organization_version_organization_id'), ['organization_id'], unique=False)
 
     op.create_table('subscriber',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -233,8 +277,10 @@ def upgrade() -> None:
     sa.Column('revoked_at', ca.store.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('revocation_reason', sa.String(length=32), nullable=True),
     sa.Column('invalidity_date', ca.store.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('organization_version_id', sa.Integer(), nullable=True),
     sa.CheckConstraint("state IN ('reserved','issued','failed','abandoned')", name=op.f('ck_certificate_state')),
     sa.ForeignKeyConstraint(['ca_id'], ['certificate_authority.id'], name=op.f('fk_certificate_ca_id_certificate_authority')),
+    sa.ForeignKeyConstraint(['organization_version_id'], ['organization_version.id'], name=op.f('fk_certificate_organization_version_id_organization_version')),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscriber.id'], name=op.f('fk_certificate_subscriber_id_subscriber')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_certificate')),
     sa.UniqueConstraint('ca_id', 'serial', name=op.f('uq_certificate_ca_id_serial')),
@@ -394,6 +440,26 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_remote_key_pin')),
     sa.UniqueConstraint('device_id', name=op.f('uq_remote_key_pin_device_id'))
     )
+    op.create_table('restore_request',
+    sa.Column('request_id', sa.Integer(), nullable=False),
+    sa.Column('device_id', sa.Integer(), nullable=False),
+    sa.Column('identity_checked_by', sa.String(length=64), nullable=True),
+    sa.Column('identity_method', sa.String(length=32), nullable=True),
+    sa.Column('identity_checked_at', ca.store.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('identity_recorded_at', ca.store.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('identity_note', sa.Text(), nullable=True),
+    sa.Column('first_approved_by', sa.String(length=64), nullable=True),
+    sa.Column('first_approved_at', ca.store.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('authorisation_id', sa.Integer(), nullable=True),
+    sa.Column('code_expires_at', ca.store.base.UTCDateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("identity_method IS NULL OR identity_method IN ('cccd_in_person','video_call','agency_letter')", name=op.f('ck_restore_request_identity_method')),
+    sa.ForeignKeyConstraint(['device_id'], ['key_device.id'], name=op.f('fk_restore_request_device_id_key_device')),
+    sa.ForeignKeyConstraint(['request_id'], ['ra_request.id'], name=op.f('fk_restore_request_request_id_ra_request')),
+    sa.PrimaryKeyConstraint('request_id', name=op.f('pk_restore_request'))
+    )
+    with op.batch_alter_table('restore_request', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_restore_request_device_id'), ['device_id'], unique=False)
+
     op.create_table('so_pin_escrow',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('device_id', sa.Integer(), nullable=False),
@@ -464,6 +530,10 @@ def downgrade() -> None:
 
     op.drop_table('unblock_authorisation')
     op.drop_table('so_pin_escrow')
+    with op.batch_alter_table('restore_request', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_restore_request_device_id'))
+
+    op.drop_table('restore_request')
     op.drop_table('remote_key_pin')
     with op.batch_alter_table('ra_api_token', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ra_api_token_user_id'))
@@ -504,6 +574,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_subscriber_domain_id'))
 
     op.drop_table('subscriber')
+    with op.batch_alter_table('organization_version', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_organization_version_organization_id'))
+
+    op.drop_table('organization_version')
     with op.batch_alter_table('published_crl', schema=None) as batch_op:
         batch_op.drop_index('ix_published_crl_ca_kind_number')
 
@@ -513,10 +587,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_organization_domain_id'))
 
     op.drop_table('organization')
+    op.drop_table('domain_allowance')
     with op.batch_alter_table('unblock_attempt', schema=None) as batch_op:
         batch_op.drop_index('ix_unblock_attempt_serial_at')
 
     op.drop_table('unblock_attempt')
+    with op.batch_alter_table('scheduler_run', schema=None) as batch_op:
+        batch_op.drop_index('ix_scheduler_run_job_started')
+
+    op.drop_table('scheduler_run')
     op.drop_table('scheduler_lease')
     op.drop_table('ra_holiday')
     op.drop_table('ra_domain')

@@ -108,7 +108,10 @@ SCHEMAS = {
         "created_at": DT, "submitted_by": NS, "submitted_at": DT, "due_at": DT, "overdue": B,
         "approved_by": NS, "approved_at": DT, "central_approved_by": NS,
         "central_approved_at": DT, "rejected_by": NS, "decision_note": NS,
-        "completed_at": DT, "failure_reason": NS}, ["id", "type", "state", "certificate_serial"]),
+        "completed_at": DT, "failure_reason": NS,
+        "unblock_code": {"type": "string", "description": "restore, approve response only: "
+                         "the one-time unblock code, shown once"},  # issue 6
+    }, ["id", "type", "state", "certificate_serial"]),
     "NewRequest": nullable_optionals(obj({
         "type": {"type": "string", "enum": ["issue", "renew", "change", "revoke", "restore"]},
         "subscriber_id": {"type": "integer", "minimum": 1},
@@ -118,9 +121,18 @@ SCHEMAS = {
         "reason": {"type": "string", "description": "revoke: RFC 5280 reason in camelCase; "
                                                     "change: superseded or affiliationChanged"},
         "validity_days": {"type": "integer", "minimum": 1},
+        "device_id": {"type": "integer", "minimum": 1,  # restore (issue 6)
+                      "description": "restore: the key device (docs/tokens.md)"},
         "submit": {"type": "boolean", "default": True,
                    "description": "false keeps the request as a draft"},
     }, ["type", "subscriber_id"], extra=False)),
+    "OrganizationVersion": obj({
+        "version": I, "name": S, "parent_id": NI, "kind": S, "active": B,
+        "merged_into_id": NI, "valid_from": DT, "valid_to": DT, "created_by": S,
+        "reason": NS}, ["version", "name", "parent_id", "valid_from", "valid_to"]),
+    "IssuedOrganization": {"type": ["object", "null"], "properties": {
+        "id": I, "version": I, "name": S}, "required": ["id", "version", "name"],
+        "description": "the subscriber's organisation as it was at issuance"},
     "Certificate": obj({
         "serial": S, "status": {"type": "string", "enum": ["valid", "revoked", "expired"]},
         "pem": S, "subscriber_id": NI, "ca": S, "profile": S, "subject": S,
@@ -139,7 +151,19 @@ PATHS = {
                                  [QS("q", {"type": "string", "maxLength": 100},
                                      "search, with or without diacritics")])},
     "/organizations/{organization_id}": {"get": op(
-        "One organisation", ok(ref("Organization")), [ID("organization_id")])},
+        "One organisation with its current version number",
+        ok({"allOf": [ref("Organization"), obj({"version": I}, ["version"])]}),
+        [ID("organization_id")])},
+    "/organizations/{organization_id}/versions": {"get": op(
+        "Every version of an organisation (renames, moves, mergers), oldest first",
+        ok({"type": "array", "items": ref("OrganizationVersion")}), [ID("organization_id")])},
+    "/organizations/{organization_id}/rename": {"post": op(
+        "Rename an organisation: creates a new version (RA officer in scope or central "
+        "operator); certificates issued before keep the old version",
+        ok(ref("OrganizationVersion"), "200", "OK", 403, 415), [ID("organization_id")],
+        body(obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                  "reason": {"type": "string", "minLength": 1, "maxLength": 500}},
+                 ["name", "reason"], extra=False)))},
     "/subscribers": {
         "get": op("Subscribers in scope, paginated", ok(page_of("Subscriber")),
                   [QS("q", {"type": "string", "maxLength": 100},
@@ -192,7 +216,8 @@ PATHS = {
                                  QS("status", {"type": "string",
                                                "enum": ["valid", "revoked", "expired"]}),
                                  *PAGING])},
-    "/certificates/{serial}": {"get": op("One certificate", ok(ref("Certificate")), [SERIAL])},
+    "/certificates/{serial}": {"get": op("One certificate", ok({"allOf": [ref("Certificate"), obj(
+        {"organization": ref("IssuedOrganization")})]}), [SERIAL])},
     "/certificates/{serial}/revoke": {"post": op(
         "Ask for revocation: raises a revoke request (approved by another person)",
         ok(ref("Request"), "202", "Accepted: the revoke request", 403, 409, 415, 422), [SERIAL],

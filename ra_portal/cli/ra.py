@@ -137,6 +137,10 @@ def holiday_add(svc, day, name):
     except ValueError:
         raise CLIError(f"not a date (YYYY-MM-DD): {day!r}") from None
     name = clean_text(name, field_name="name", max_chars=128)
+    from ca import audit
     with svc.db.transaction() as s:
         added = seed_holidays(s, [(date, name)])
+        if added:  # a change of configuration: deadlines move with it
+            audit.record(s, "config.holiday.add", actor="operator:cli", at=svc.clock.now(),
+                         target=f"holiday:{date:%Y-%m-%d}", details={"name": name})
     click.echo(f"{date:%Y-%m-%d} {'added' if added else 'was already a holiday'}")

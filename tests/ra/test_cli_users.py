@@ -54,6 +54,12 @@ def test_holiday_calendar_moves_deadlines(cli_app, api_as, db):
     r = cli_app.invoke(main, ["holiday", "add", "2026-06-02", "Ngày nghỉ thử nghiệm"])
     assert r.exit_code == 0, r.output
     assert "2026-06-02  Ngày nghỉ thử nghiệm" in cli_app.invoke(main, ["holiday", "list"]).output
+    from sqlalchemy import select as _select
+    from ca.store.models import AuditEvent
+    with db.transaction() as s:  # a configuration change is audited
+        ev = s.execute(_select(AuditEvent).where(AuditEvent.action == "config.holiday.add")
+                       ).scalar_one()
+        assert ev.target == "holiday:2026-06-02" and "Ngày nghỉ thử nghiệm" in ev.details
     assert cli_app.invoke(main, ["holiday", "add", "2026-02-30", "x"]).exit_code == 1
     st, req = api_as("ra.hanoi").post("/api/v1/requests", {
         "type": "restore", "subscriber_id": staff_id(db, "staff.hanoi.1")})
