@@ -32,7 +32,7 @@ from ca.errors import CAError, Conflict, InvalidInput, LintFailed, NotFound, Pol
 from ca.issuance.builder import CertificateContent, IssuerView, build
 from ca.issuance.lint import lint_certificate
 from ca.issuance.signing import check_signed, lint_key, sign_options
-from ca.keys import KeySpec
+from ca.keys import KeySpec, describe
 from ca.names import SubjectData, build_name, clean_dns_name, clean_email
 from ca.ports import KeyStore
 from ca.profiles.model import Profile
@@ -51,10 +51,18 @@ def _no_fault(point: str) -> None:
 
 
 @dataclass(frozen=True)
+class CertifiedKey:
+    """A public key taken from an earlier certificate (same shape as ParsedCSR for step 2)."""
+    public_key: object
+    key_spec: KeySpec
+    spki_sha256: str
+
+
+@dataclass(frozen=True)
 class IssueRequest:
     ca: str
     profile: str
-    csr: bytes | str
+    csr: bytes | str | None
     actor: str
     subscriber_id: int | None = None
     subject: SubjectData | None = None  # for profiles without a subscriber (responder, device)
@@ -63,6 +71,9 @@ class IssueRequest:
     not_after: dt.datetime | None = None  # e.g. a change of information keeps the old expiry
     validity_days: int | None = None
     details: dict = field(default_factory=dict)
+    # Re-certify the public key of this earlier certificate of the same subscriber instead of
+    # a CSR (a change of information when the key stays on the holder's token: reorganisations).
+    reuse_key_serial: str | None = None
 
 
 def _seconds(t: dt.datetime) -> dt.datetime:
@@ -98,8 +109,12 @@ class IssuanceService:
             raise PolicyViolation("CA certificates are made by the key ceremony "
                                   "(govca ca init-issuing), not by issuance", field="profile")
 
-        # 1. CSR: encoding, signature, hash, CA rights.
-        parsed = parse_csr(req.csr)
+        # 1. CSR: encoding, signature, hash, CA rights (or the key of an earlier certificate).
+        if req.reuse_key_serial is None:
+            parsed = parse_csr(req.csr)
+        elif req.csr is not None:
+            raise InvalidInput("give either a CSR or the certificate whose key is re-certified, "
+                               "not both", field="csr")
 
         now = _seconds(self.clock.now())
         with self.db.transaction() as s:
@@ -111,6 +126,8 @@ class IssuanceService:
                 raise PolicyViolation(f"CA {ca.name!r} is {ca.status} and issues nothing", field="ca")
 
             # 2. Profile: key type, subject from registered data, validity, duplicate keys.
+            if req.reuse_key_serial is not None:
+                parsed = self._reused_key(s, req, ca)
             check_csr_key(parsed, profile.key_types)
             subject, email, subscriber_id, domain_id = self._subject(s, req, profile)
             org_version_id = subscriber_org_version_id(s, subscriber_id)  # models_org
@@ -208,6 +225,24 @@ class IssuanceService:
                          details={"error": exc.code, "message": exc.message})
 
     # -- step 2 pieces -----------------------------------------------------------------------
+    def _reused_key(self, s, req: IssueRequest, ca: CertificateAuthority) -> CertifiedKey:
+        """The public key of an earlier certificate of the same subscriber from this CA."""
+        try:
+            serial_hex = serials.to_hex(serials.parse(str(req.reuse_key_serial)))
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="serial") from None
+        old = s.execute(select(Certificate).where(
+            Certificate.ca_id == ca.id, Certificate.serial == serial_hex)).scalar_one_or_none()
+        if old is None or old.state != "issued" or old.der is None:
+            raise NotFound(f"no issued certificate {req.reuse_key_serial} on CA {ca.name!r}",
+                           field="serial")
+        if req.subscriber_id is None or old.subscriber_id != req.subscriber_id:
+            raise PolicyViolation("only the holder's own key can be certified again",
+                                  field="serial", code="not_holder_key")
+        public_key = x509.load_der_x509_certificate(old.der).public_key()
+        return CertifiedKey(public_key=public_key, key_spec=describe(public_key),
+                            spki_sha256=old.spki_sha256)
+
     def _subject(self, s, req: IssueRequest, profile: Profile):
         if profile.subject in ("person", "organization"):
             if req.subscriber_id is None:

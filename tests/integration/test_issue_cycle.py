@@ -1,6 +1,7 @@
 """The issuance cycle against the demo PKI: independent tools accept what it produces."""
 from __future__ import annotations
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
@@ -109,3 +110,30 @@ def test_tls_and_ocsp_profiles(db, issuance, tmp_path):
         (tmp_path / f"{name}.der").write_bytes(der)
         result = pkilint("cert", tmp_path / f"{name}.der")
         assert result.returncode == 0, (name, result.stdout)
+
+
+def test_reuse_key_recertifies_the_holders_key_only(db, issuance):
+    """A change of information without a new CSR: the new certificate carries the old key."""
+    from ca.errors import InvalidInput, NotFound, PolicyViolation
+    sub = _subscriber(db)
+    first = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
+                                        csr=factories.csr(factories.key("rsa2048")),
+                                        subscriber_id=sub.id))
+    again = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test", csr=None,
+                                        subscriber_id=sub.id, reuse_key_serial=first.serial,
+                                        not_after=first.not_after))
+    old = x509.load_der_x509_certificate(first.der)
+    new = x509.load_der_x509_certificate(again.der)
+    assert again.serial != first.serial
+    assert new.public_key().public_numbers() == old.public_key().public_numbers()
+    assert new.not_valid_after_utc == old.not_valid_after_utc
+    other = _subscriber(db, "staff.hanoi.2")
+    with pytest.raises(PolicyViolation):
+        issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test", csr=None,
+                                    subscriber_id=other.id, reuse_key_serial=first.serial))
+    with pytest.raises(NotFound):
+        issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test", csr=None,
+                                    subscriber_id=sub.id, reuse_key_serial="1234abcd"))
+    with pytest.raises(InvalidInput):
+        issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test", csr=None,
+                                    subscriber_id=sub.id, reuse_key_serial="zz"))
