@@ -233,6 +233,20 @@ RESPONSES = {f"E{c}": {"description": d, "content": {"application/json": {
     (409, "Conflicts with the current state"), (415, "Not JSON"),
     (422, "Refused by policy"))}
 
+
+
+def _merge(module: str) -> None:
+    """Add the PATHS and SCHEMAS that an area describes in its own module."""
+    import importlib
+    part = importlib.import_module(module)
+    PATHS.update(part.PATHS)
+    SCHEMAS.update(getattr(part, "SCHEMAS", {}))
+
+
+# Areas describing their own endpoints (one line each):
+# --- openapi parts ---
+
+
 DOCUMENT = {
     "openapi": "3.1.0",
     "info": {"title": "GovCA RA API", "version": "1.0.0",
