@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from sqlalchemy import select
 
 from ca.errors import CAError, InvalidInput
 from ca.ra import approval
@@ -15,6 +16,7 @@ from ca.ra_web import listing
 from ca.registry import DEVICE_TYPES
 from ca.revocation import REASONS
 from ca.store.models import RaDomain
+from ca.store.models_restore import RestoreRequest
 from ra_portal import services
 from ra_portal.web.common import (caller, check_csrf, error_message, int_arg, page_errors,
                                   require, status_of)
@@ -205,8 +207,9 @@ def request_new(subscriber_id: int):
 
 def can_approve(who, r: dict) -> bool:
     """The two-person rule as the page shows it (the service checks it again): never one's
-    own request, and only an approval slot that is still empty."""
-    if r["state"] != "submitted" or not who.can("request.approve") \
+    own request, and only an approval slot that is still empty. A restore request can be
+    approved only once the holder's identity check is recorded (device_web.restore_detail)."""
+    if (r["type"] == "restore" and not r.get("identity_checked")) or r["state"] != "submitted" or not who.can("request.approve") \
             or who.username in (r["created_by"], r["submitted_by"]):
         return False
     if r["central_approval_required"] and who.can("request.central_approve") \
@@ -246,6 +249,9 @@ def request_detail(request_id: int):
     with svc.db.transaction() as s:
         r = Scope(s, who).request(request_id)
         d = ra_requests.summary(r, svc.clock.now())
+        if r.type == "restore":
+            d["identity_checked"] = s.execute(select(RestoreRequest.identity_checked_by).where(
+                RestoreRequest.request_id == r.id)).scalar_one_or_none() is not None
         d.update(subscriber=r.subscriber.full_name, due=r.due_at,
                  can_approve=can_approve(who, d))
     return render_template("ra/request_detail.html", r=d)

@@ -218,3 +218,26 @@ def test_generic_request_page_approval_shows_the_code(login_as, db, clock, issua
     r = approver.post(f"/ra/requests/{rid}/approve", token_from=f"/ra/requests/{rid}")
     assert r.status_code == 200
     assert re.search(r'id="unblock-code">[A-Z2-9-]{24}<', r.get_data(as_text=True))
+
+
+def test_generic_request_page_sends_restore_to_the_identity_check(login_as, db, clock, issuance,
+                                                                   caller_of):
+    """Before the identity check, the general request page offers no approve button (it would
+    only fail) but a link to the restore page where the check is recorded."""
+    from ca.ra import restore
+    dev = make_device(db, clock, issuance, "staff.hanoi.1")
+    officer = caller_of("ra.hanoi")
+    with db.transaction() as s:
+        rid = restore.create(s, clock, officer, subscriber_id=staff_id_in(s, "staff.hanoi.1"),
+                             device_id=dev, profiles={}).id
+    approver = login_as("approver.hanoi")
+    html = approver.get(f"/ra/requests/{rid}").get_data(as_text=True)
+    assert f'action="/ra/requests/{rid}/approve"' not in html
+    assert f'href="/ra/restore/{rid}"' in html
+    listing = approver.get("/ra/requests").get_data(as_text=True)
+    assert f'href="/ra/restore/{rid}"' in listing
+    assert f'action="/ra/requests/{rid}/approve"' not in listing
+    with db.transaction() as s:
+        restore.record_identity_check(s, clock, officer, rid, method="agency_letter")
+    html = approver.get(f"/ra/requests/{rid}").get_data(as_text=True)
+    assert f'action="/ra/requests/{rid}/approve"' in html
