@@ -28,10 +28,11 @@ test-postgres:
 clean-instance:
 	rm -rf instance
 
-# Benchmarks (bench/README.md). bench-quick takes a few minutes; bench repeats each case 3 times.
+# Benchmarks (bench/README.md): issuance, OCSP/CRL, reorganisation, one combined table.
+# bench-quick takes a few minutes; bench repeats each case 3 times (+ 100k-certificate memory run).
 .PHONY: bench bench-quick
 bench:
-	.venv/bin/python bench/ocsp_crl.py $(BENCH_ARGS)
+	.venv/bin/python bench/all.py $(BENCH_ARGS)
 
 bench-quick:
-	.venv/bin/python bench/ocsp_crl.py --quick $(BENCH_ARGS)
+	.venv/bin/python bench/all.py --quick $(BENCH_ARGS)

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from ca.clock import UTC, require_aware
@@ -67,23 +67,31 @@ def record(session: Session, action: str, *, actor: str, at: dt.datetime,
            details: dict[str, Any] | None = None) -> AuditEvent:
     """Append one event in the caller's transaction. The head row is updated first, which locks
     it (row lock on PostgreSQL, write lock on SQLite) until the transaction ends."""
-    _ensure_head(session)
-    row = session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
-        .returning(AuditHead.seq)
-    ).one()
-    seq = row.seq
-    prev = session.execute(select(AuditHead.hash).where(AuditHead.id == 1)).scalar_one()
+    # Core statements on the session's connection (no unit-of-work flush: this runs twice per
+    # certificate issued). One statement takes the lock, advances the sequence and reads the
+    # previous hash (RETURNING gives the row after the update; its hash is not changed by it).
+    session.flush()  # the caller's pending changes first, as an ORM statement's autoflush did
+    conn = session.connection()
+    head = AuditHead.__table__
+    bump = update(head).where(head.c.id == 1).values(seq=head.c.seq + 1) \
+        .returning(head.c.seq, head.c.hash)
+    row = conn.execute(bump).first()
+    if row is None:
+        _ensure_head(session)
+        row = conn.execute(bump).one()
+    seq, prev = row.seq, row.hash
     at = require_aware(at).astimezone(UTC)
     text = canonical_details(details)
     digest = event_hash(seq=seq, at=at, action=action, actor=actor, target=target,
                         domain_id=domain_id, details=text, prev_hash=prev)
-    event = AuditEvent(seq=seq, at=at, action=action, actor=actor, target=target,
-                       domain_id=domain_id, details=text, prev_hash=prev, hash=digest)
-    session.add(event)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=digest))
-    session.flush()
-    return event
+    values = dict(seq=seq, at=at, action=action, actor=actor, target=target,
+                  domain_id=domain_id, details=text, prev_hash=prev, hash=digest)
+    conn.execute(insert(AuditEvent.__table__).values(**values))
+    conn.execute(update(head).where(head.c.id == 1).values(hash=digest))
+    loaded = session.identity_map.get(Session.identity_key(AuditHead, 1))
+    if loaded is not None:  # an AuditHead read earlier in this session is now stale
+        session.expire(loaded)
+    return AuditEvent(**values)  # a detached copy of what was written
 
 
 def verify_chain(session: Session, batch: int = 5000):

@@ -7,7 +7,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from ca.clock import require_aware
@@ -75,10 +75,6 @@ def certificate_status(session: Session, scope: Scope, now: dt.datetime, by: str
                   key=lambda r: (-r.total, r.group))
 
 
-def _month(t: dt.datetime) -> str:
-    return t.astimezone(VN_TZ).strftime("%Y-%m")
-
-
 def issued_per_month(session: Session, scope: Scope, now: dt.datetime, months: int = 12
                      ) -> list[tuple[str, int]]:
     """Certificates issued per calendar month (Vietnam time), the last `months` months, oldest
@@ -92,10 +88,20 @@ def issued_per_month(session: Session, scope: Scope, now: dt.datetime, months: i
         keys.append(f"{y:04d}-{m:02d}")
         y, m = (y, m - 1) if m > 1 else (y - 1, 12)
     start = dt.datetime(int(keys[-1][:4]), int(keys[-1][5:7]), 1, tzinfo=VN_TZ)
-    counts = Counter(_month(t) for t in session.execute(
-        select(Certificate.issued_at).where(scope.certificates(), Certificate.issued_at >= start,
-                                            Certificate.issued_at <= now)).scalars())
+    month = _month_sql(session)
+    # Counted in the database (issue 8: one row per month instead of one per certificate).
+    counts = dict(session.execute(
+        select(month, func.count()).where(scope.certificates(), Certificate.issued_at >= start,
+                                          Certificate.issued_at <= now).group_by(month)).all())
     return [(k, counts.get(k, 0)) for k in reversed(keys)]
+
+
+def _month_sql(session: Session):
+    """'YYYY-MM' of Certificate.issued_at in Vietnam time (UTC+7 all year), in SQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", Certificate.issued_at)
+                            + literal_column("INTERVAL '7 hours'"), "YYYY-MM")
+    return func.strftime("%Y-%m", Certificate.issued_at, "+7 hours")  # stored as UTC text
 
 
 @dataclass(frozen=True)

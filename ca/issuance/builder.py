@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -17,6 +18,16 @@ class IssuerView:
     name: str  # short name used in URLs
     certificate: x509.Certificate
     base_url: str
+
+    @functools.cached_property
+    def public_key(self):
+        """The issuer's public key (parsed once per view; views are cached per CA)."""
+        return self.certificate.public_key()
+
+    @functools.cached_property
+    def authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
+        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
 
     @property
     def crl_url(self) -> str:
@@ -78,10 +89,7 @@ def build(profile: Profile, issuer: IssuerView | None, content: CertificateConte
         b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
                             critical=False)
     if issuer is not None:
-        issuer_ski = issuer.certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier).value
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-            issuer_ski), critical=False)
+        b = b.add_extension(issuer.authority_key_identifier, critical=False)
         if profile.crl_distribution_point:
             b = b.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
                 full_name=[x509.UniformResourceIdentifier(issuer.crl_url)], relative_name=None,

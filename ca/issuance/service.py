@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from ca import audit, serial as serials
 from ca.clock import Clock
 from ca.csr import check_csr_key, parse_csr
 from ca.errors import CAError, Conflict, InvalidInput, LintFailed, NotFound, PolicyViolation
 from ca.issuance.builder import CertificateContent, IssuerView, build
-from ca.issuance.lint import lint_certificate
+from ca.issuance.lint import GATE
 from ca.issuance.signing import check_signed, lint_key, sign_options
 from ca.keys import KeySpec, describe
 from ca.names import SubjectData, build_name, clean_dns_name, clean_email
@@ -76,13 +76,54 @@ class IssueRequest:
     reuse_key_serial: str | None = None
 
 
+@dataclass(eq=False)
+class _Prepared:
+    """One request between steps 3 and 7 (what was checked, built and linted)."""
+    req: IssueRequest
+    profile: Profile
+    now: dt.datetime
+    name: x509.Name
+    subject_text: str
+    public_key: object
+    spki_sha256: str
+    email: str | None
+    dns: tuple[str, ...]
+    not_after: dt.datetime
+    subscriber_id: int | None
+    domain_id: int | None
+    org_version_id: int | None
+    issuer: IssuerView
+    ca_spec: KeySpec
+    opts: dict
+    ca_id: int
+    ca_name: str
+    ca_key_id: str
+    ca_label: str
+    serial: int = 0
+    builder: object = None
+    tbs: bytes = b""
+    row: dict = field(default_factory=dict)
+    row_id: int = 0
+
+
 def _seconds(t: dt.datetime) -> dt.datetime:
     return t.replace(microsecond=0)
 
 
+_views: dict[tuple[str, bytes, str], IssuerView] = {}
+
+
 def ca_view(ca: CertificateAuthority, base_url: str) -> IssuerView:
-    return IssuerView(name=ca.name, certificate=x509.load_der_x509_certificate(ca.certificate_der),
-                      base_url=base_url.rstrip("/"))
+    """The issuer as the builder sees it; parsed once per (name, certificate, base URL)."""
+    key = (ca.name, ca.certificate_der, base_url.rstrip("/"))
+    view = _views.get(key)
+    if view is None:
+        if len(_views) > 256:
+            _views.clear()
+        view = _views[key] = IssuerView(
+            name=ca.name, certificate=x509.load_der_x509_certificate(ca.certificate_der),
+            base_url=key[2])
+    return view
 
 
 class IssuanceService:
@@ -104,116 +145,229 @@ class IssuanceService:
 
     # -- the cycle -------------------------------------------------------------------------
     def issue(self, req: IssueRequest) -> Certificate:
+        prep = self._prepare(req)  # steps 1-3
+        # 4. Reserve the serial and audit the intent (transaction 1); a collision of 159-bit
+        # random serials (never seen) draws another serial, and builds and checks again.
+        for _attempt in range(3):
+            try:
+                with self.db.transaction() as s:
+                    self._reserve(s, prep)
+                break
+            except sa_exc.IntegrityError:
+                log.warning("serial collision on CA %s; drawing another", prep.ca_name)
+                self._build_and_lint(prep)
+        else:  # pragma: no cover - 3 collisions of 159-bit random numbers
+            raise Conflict("could not reserve a unique serial number")
+        self.fault("after_reserve")
+        der = self._sign(prep)  # 5 + 6 (marks the serial failed and raises on any error)
+        # 7. Store and audit (transaction 2).
+        with self.db.transaction() as s:
+            return self._store(s, prep, der)
+
+    def issue_batch(self, reqs: list[IssueRequest]) -> list[Certificate | CAError]:
+        """Several certificates with the same guarantees as `issue`, in fewer transactions:
+        each request is checked, built and linted on its own (a bad one fails alone and burns
+        no serial); the serials of all good ones are reserved and their intents audited in one
+        transaction; each is signed and checked; all signed ones are stored and audited in one
+        transaction. The result has one entry per request: the certificate or the error."""
+        out: list[Certificate | CAError | None] = [None] * len(reqs)
+        preps: list[tuple[int, _Prepared]] = []
+        for i, item in enumerate(self._prepare_many(reqs)):
+            if isinstance(item, CAError):
+                out[i] = item
+            else:
+                preps.append((i, item))
+        if not preps:
+            return out  # type: ignore[return-value]
+        try:
+            with self.db.transaction() as s:
+                for _i, prep in preps:
+                    self._reserve(s, prep)
+        except sa_exc.IntegrityError:  # a serial collision: nothing was reserved; one by one
+            log.warning("serial collision in a batch; issuing its requests one by one")
+            for i, prep in preps:
+                try:
+                    out[i] = self.issue(prep.req)
+                except CAError as exc:
+                    out[i] = exc
+            return out  # type: ignore[return-value]
+        self.fault("after_reserve")
+        signed: list[tuple[int, _Prepared, bytes]] = []
+        for i, prep in preps:
+            try:
+                signed.append((i, prep, self._sign(prep)))
+            except CAError as exc:
+                out[i] = exc
+        if signed:
+            with self.db.transaction() as s:
+                for i, prep, der in signed:
+                    try:
+                        out[i] = self._store(s, prep, der)
+                    except Conflict as exc:  # abandoned meanwhile: nothing written for it
+                        out[i] = exc
+        return out  # type: ignore[return-value]
+
+    # -- the steps ---------------------------------------------------------------------------
+    def _prepare(self, req: IssueRequest) -> "_Prepared":
+        """Steps 1-3: everything that can refuse a request before a serial is used."""
+        profile, parsed = self._parse(req)
+        now = _seconds(self.clock.now())
+        with self.db.transaction() as s:
+            prep = self._read(s, req, profile, parsed, now)
+        self._build_and_lint(prep)
+        return prep
+
+    def _prepare_many(self, reqs: list[IssueRequest]) -> list["_Prepared | CAError"]:
+        """`_prepare` for several requests with one read transaction (the CA row and the
+        organisation tree are read once: the session's identity map keeps them)."""
+        out: list = []
+        for req in reqs:
+            try:
+                out.append(self._parse(req))
+            except CAError as exc:
+                out.append(exc)
+        now = _seconds(self.clock.now())
+        with self.db.transaction() as s:
+            for i, (req, item) in enumerate(zip(reqs, out)):
+                if isinstance(item, CAError):
+                    continue
+                try:
+                    out[i] = self._read(s, req, item[0], item[1], now)
+                except CAError as exc:
+                    out[i] = exc
+        seen: dict[str, int | None] = {}  # duplicate keys inside the batch itself
+        for i, item in enumerate(out):
+            if not isinstance(item, _Prepared):
+                continue
+            if item.spki_sha256 in seen and not item.profile.allow_duplicate_key:
+                other = seen[item.spki_sha256]
+                if other is None or other != item.subscriber_id:
+                    out[i] = PolicyViolation("this public key is already certified for another "
+                                             "holder; generate a new key pair", field="csr",
+                                             code="duplicate_key")
+                    continue
+            seen.setdefault(item.spki_sha256, item.subscriber_id)
+        for i, item in enumerate(out):
+            if isinstance(item, _Prepared):
+                try:
+                    self._build_and_lint(item)
+                except CAError as exc:
+                    out[i] = exc
+        return out
+
+    def _parse(self, req: IssueRequest):
         profile = self.profile(req.profile)
         if profile.is_ca:
             raise PolicyViolation("CA certificates are made by the key ceremony "
                                   "(govca ca init-issuing), not by issuance", field="profile")
-
         # 1. CSR: encoding, signature, hash, CA rights (or the key of an earlier certificate).
         if req.reuse_key_serial is None:
-            parsed = parse_csr(req.csr)
-        elif req.csr is not None:
+            return profile, parse_csr(req.csr)
+        if req.csr is not None:
             raise InvalidInput("give either a CSR or the certificate whose key is re-certified, "
                                "not both", field="csr")
+        return profile, None
 
-        now = _seconds(self.clock.now())
-        with self.db.transaction() as s:
-            ca = s.execute(select(CertificateAuthority).where(
-                CertificateAuthority.name == req.ca)).scalar_one_or_none()
-            if ca is None:
-                raise NotFound(f"no CA named {req.ca!r}", field="ca")
-            if ca.status != "active":
-                raise PolicyViolation(f"CA {ca.name!r} is {ca.status} and issues nothing", field="ca")
-
-            # 2. Profile: key type, subject from registered data, validity, duplicate keys.
-            if req.reuse_key_serial is not None:
-                parsed = self._reused_key(s, req, ca)
-            check_csr_key(parsed, profile.key_types)
-            subject, email, subscriber_id, domain_id = self._subject(s, req, profile)
-            org_version_id = subscriber_org_version_id(s, subscriber_id)  # models_org
-            not_after = self._not_after(req, profile, ca, now)
-            self._check_duplicate_key(s, parsed.spki_sha256, subscriber_id, profile)
-            issuer = ca_view(ca, self.base_url)
-            ca_spec = KeySpec(ca.key_type, ca.key_spec)
-            ca_scheme, ca_hash = ca.signature_scheme, ca.hash_algorithm
-            ca_id, ca_name, ca_key_id, ca_label = ca.id, ca.name, ca.key_id, ca.key_label
-
+    def _read(self, s, req: IssueRequest, profile: Profile, parsed, now) -> "_Prepared":
+        """2. Profile: key type, subject from registered data, validity, duplicate keys."""
+        ca = s.execute(select(CertificateAuthority).where(
+            CertificateAuthority.name == req.ca)).scalar_one_or_none()
+        if ca is None:
+            raise NotFound(f"no CA named {req.ca!r}", field="ca")
+        if ca.status != "active":
+            raise PolicyViolation(f"CA {ca.name!r} is {ca.status} and issues nothing", field="ca")
+        if req.reuse_key_serial is not None:
+            parsed = self._reused_key(s, req, ca)
+        check_csr_key(parsed, profile.key_types)
+        subject, email, subscriber_id, domain_id = self._subject(s, req, profile)
+        org_version_id = subscriber_org_version_id(s, subscriber_id)  # models_org
+        not_after = self._not_after(req, profile, ca, now)
+        self._check_duplicate_key(s, parsed.spki_sha256, subscriber_id, profile)
+        issuer = ca_view(ca, self.base_url)
+        ca_spec = KeySpec(ca.key_type, ca.key_spec)
         name = build_name(subject)
         dns = tuple(clean_dns_name(d) for d in req.dns_names) if profile.dns_in_san else ()
         if profile.dns_in_san and not dns:
             raise InvalidInput("a TLS server certificate needs at least one DNS name",
                                field="dns_names")
-        opts = sign_options(ca_spec, ca_scheme, ca_hash)
+        return _Prepared(req=req, profile=profile, now=now, name=name,
+                         subject_text=name.rfc4514_string(), public_key=parsed.public_key,
+                         spki_sha256=parsed.spki_sha256, email=email, dns=dns,
+                         not_after=not_after, subscriber_id=subscriber_id, domain_id=domain_id,
+                         org_version_id=org_version_id, issuer=issuer, ca_spec=ca_spec,
+                         opts=sign_options(ca_spec, ca.signature_scheme, ca.hash_algorithm),
+                         ca_id=ca.id, ca_name=ca.name, ca_key_id=ca.key_id,
+                         ca_label=ca.key_label)
 
-        # 3. Build, sign a linting copy with a throwaway key of the same shape, lint it.
-        for _attempt in range(3):
-            serial = serials.generate()
-            builder = build(profile, issuer, CertificateContent(
-                subject=name, public_key=parsed.public_key, serial=serial, not_before=now,
-                not_after=not_after, email=email, dns_names=dns))
-            linted = builder.sign(lint_key(ca_spec), **opts)
-            result = lint_certificate(linted.public_bytes(serialization.Encoding.DER))
-            if not result.ok:
-                raise LintFailed("the certificate failed the linter; nothing was signed: "
-                                 + "; ".join(result.errors), list(result.errors))
-            tbs = linted.tbs_certificate_bytes
+    def _build_and_lint(self, prep: "_Prepared") -> None:
+        """3. Build, sign a linting copy with a throwaway key of the same shape, lint it."""
+        prep.serial = serials.generate()
+        prep.builder = build(prep.profile, prep.issuer, CertificateContent(
+            subject=prep.name, public_key=prep.public_key, serial=prep.serial,
+            not_before=prep.now, not_after=prep.not_after, email=prep.email,
+            dns_names=prep.dns))
+        linted = prep.builder.sign(lint_key(prep.ca_spec), **prep.opts)
+        result = GATE.check(linted)  # pkilint per shape + per-certificate checks (lint.py)
+        if not result.ok:
+            raise LintFailed("the certificate failed the linter; nothing was signed: "
+                             + "; ".join(result.errors), list(result.errors))
+        prep.tbs = linted.tbs_certificate_bytes
 
-            # 4. Reserve the serial and audit the intent (transaction 1).
-            try:
-                with self.db.transaction() as s:
-                    row = Certificate(
-                        ca_id=ca_id, serial=serials.to_hex(serial), state="reserved",
-                        subscriber_id=subscriber_id, profile=profile.name,
-                        subject=name.rfc4514_string(), not_before=now, not_after=not_after,
-                        spki_sha256=parsed.spki_sha256,
-                        tbs_sha256=hashlib.sha256(tbs).hexdigest(), reserved_at=now,
-                        organization_version_id=org_version_id)
-                    s.add(row)
-                    s.flush()
-                    audit.record(s, "cert.issue.intent", actor=req.actor, at=now,
-                                 target=f"{ca_name}:{row.serial}", domain_id=domain_id,
-                                 details={"profile": profile.name, "subject": row.subject,
-                                          "subscriber_id": subscriber_id,
-                                          "not_after": not_after.isoformat(), **req.details})
-                    row_id = row.id
-                break
-            except sa_exc.IntegrityError:
-                log.warning("serial collision on CA %s; drawing another", ca_name)
-                continue
-        else:  # pragma: no cover - 3 collisions of 159-bit random numbers
-            raise Conflict("could not reserve a unique serial number")
-        self.fault("after_reserve")
+    def _reserve(self, s, prep: "_Prepared") -> None:
+        """4. The reserved row and the audited intent, in the caller's transaction."""
+        req, serial_hex = prep.req, serials.to_hex(prep.serial)
+        prep.row = dict(ca_id=prep.ca_id, serial=serial_hex, state="reserved",
+                        subscriber_id=prep.subscriber_id, profile=prep.profile.name,
+                        subject=prep.subject_text, not_before=prep.now,
+                        not_after=prep.not_after, spki_sha256=prep.spki_sha256,
+                        tbs_sha256=hashlib.sha256(prep.tbs).hexdigest(), reserved_at=prep.now,
+                        organization_version_id=prep.org_version_id)
+        table = Certificate.__table__
+        prep.row_id = s.connection().execute(
+            insert(table).values(**prep.row).returning(table.c.id)).scalar_one()
+        audit.record(s, "cert.issue.intent", actor=req.actor, at=prep.now,
+                     target=f"{prep.ca_name}:{serial_hex}", domain_id=prep.domain_id,
+                     details={"profile": prep.profile.name, "subject": prep.subject_text,
+                              "subscriber_id": prep.subscriber_id,
+                              "not_after": prep.not_after.isoformat(), **req.details})
 
-        # 5. Sign in the HSM with no transaction open.
+    def _sign(self, prep: "_Prepared") -> bytes:
+        """5. Sign in the HSM with no transaction open; 6. check what came back. On any error
+        the reserved serial is marked failed (never released) and the error raised."""
         try:
-            key = self.keys.load(bytes.fromhex(ca_key_id), ca_label)
-            signed = builder.sign(key, **opts)
+            key = self.keys.load(bytes.fromhex(prep.ca_key_id), prep.ca_label)
+            signed = prep.builder.sign(key, **prep.opts)
             self.fault("after_sign")
             # 6. The HSM signed what was linted, and its signature verifies.
-            check_signed(signed, tbs, issuer.certificate.public_key())
+            check_signed(signed, prep.tbs, prep.issuer.public_key)
         except CAError as exc:
-            self._fail(row_id, req.actor, now, exc)
+            self._fail(prep.row_id, prep.req.actor, prep.now, exc)
             raise
         except Exception as exc:  # unexpected: still nothing was released, so say so and stop
-            log.exception("signing failed for reserved serial on CA %s", ca_name)
+            log.exception("signing failed for reserved serial on CA %s", prep.ca_name)
             err = CAError(f"signing failed unexpectedly ({type(exc).__name__}); nothing was "
                           f"issued", code="signing_failed")
-            self._fail(row_id, req.actor, now, err)
+            self._fail(prep.row_id, prep.req.actor, prep.now, err)
             raise err from None
+        return signed.public_bytes(serialization.Encoding.DER)
 
-        # 7. Store and audit (transaction 2).
-        der = signed.public_bytes(serialization.Encoding.DER)
-        with self.db.transaction() as s:
-            row = s.get(Certificate, row_id)
-            row.der = der
-            row.state = "issued"
-            row.issued_at = _seconds(self.clock.now())
-            row.fingerprint_sha256 = hashlib.sha256(der).hexdigest()
-            audit.record(s, "cert.issue", actor=req.actor, at=row.issued_at,
-                         target=f"{ca_name}:{row.serial}", domain_id=domain_id,
-                         details={"profile": profile.name, "fingerprint": row.fingerprint_sha256,
-                                  "subscriber_id": subscriber_id, **req.details})
-        return row
+    def _store(self, s, prep: "_Prepared", der: bytes) -> Certificate:
+        """7. Store the certificate and audit success, in the caller's transaction. Returns a
+        detached Certificate holding what was written."""
+        issued_at = _seconds(self.clock.now())
+        fingerprint = hashlib.sha256(der).hexdigest()
+        table = Certificate.__table__
+        done = dict(der=der, state="issued", issued_at=issued_at, fingerprint_sha256=fingerprint)
+        stored = s.connection().execute(update(table).where(
+            table.c.id == prep.row_id, table.c.state == "reserved").values(**done))
+        if stored.rowcount != 1:  # recovery abandoned the reservation meanwhile: never released
+            raise Conflict(f"serial {prep.row['serial']} was abandoned by recovery while it was "
+                           f"being signed; nothing was issued", code="reservation_abandoned")
+        audit.record(s, "cert.issue", actor=prep.req.actor, at=issued_at,
+                     target=f"{prep.ca_name}:{prep.row['serial']}", domain_id=prep.domain_id,
+                     details={"profile": prep.profile.name, "fingerprint": fingerprint,
+                              "subscriber_id": prep.subscriber_id, **prep.req.details})
+        return Certificate(id=prep.row_id, **{**prep.row, **done})
 
     def _fail(self, row_id: int, actor: str, now: dt.datetime, exc: CAError) -> None:
         with self.db.transaction() as s:

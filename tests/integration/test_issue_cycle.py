@@ -137,3 +137,27 @@ def test_reuse_key_recertifies_the_holders_key_only(db, issuance):
     with pytest.raises(InvalidInput):
         issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test", csr=None,
                                     subscriber_id=sub.id, reuse_key_serial="zz"))
+
+
+def test_store_refuses_a_reservation_abandoned_by_recovery_meanwhile(db, issuance, clock):
+    """If recovery abandons a reservation while its certificate is being signed (a too short
+    cut-off), the signed certificate is never released: the store step refuses it."""
+    import datetime as dt
+
+    from ca.errors import Conflict
+    from ca.issuance.service import recover_intents
+
+    def recover_during_signing(point: str) -> None:
+        if point == "after_sign":
+            assert recover_intents(db, clock, older_than=dt.timedelta(0))
+    issuance.fault = recover_during_signing
+    sub = _subscriber(db)
+    with pytest.raises(Conflict) as err:
+        issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
+                                    csr=factories.csr(factories.key("p256")),
+                                    subscriber_id=sub.id))
+    assert err.value.code == "reservation_abandoned"
+    with db.transaction() as s:
+        rows = s.execute(select(Certificate).where(Certificate.subscriber_id == sub.id)).scalars().all()
+        assert [r.state for r in rows] == ["abandoned"]
+        assert rows[0].der is None
