@@ -106,6 +106,12 @@ def build_world(tmp: Path, n_certs: int, responder_key: str, base_url: str):
 # --- raw signing ---------------------------------------------------------------------------
 def raw_rate(key, seconds: float, threads: int) -> float:
     """Signatures/s of an HSM key through PKCS#11 (small message, the key's own scheme)."""
+    return raw_sign(key, seconds, threads)["rate"]
+
+
+def raw_sign(key, seconds: float, threads: int) -> dict:
+    """raw_rate() plus the CPU time this process spent per signature (µs, every thread,
+    SoftHSM included): the denominator of the load-independent CPU ratio."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, padding
     msg = b"x" * 64
@@ -125,19 +131,21 @@ def raw_rate(key, seconds: float, threads: int) -> float:
             n += 1
         counts[i] = n
     ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    n = max(1, sum(counts))
+    return {"rate": sum(counts) / (time.perf_counter() - t0),
+            "cpu_us": 1e6 * (time.process_time() - c0) / n}
 
 
 # --- CRL child process (so that peak RSS is the CRL's own) -----------------------------------
 def crl_child(args) -> None:
     from cryptography import x509  # noqa: F401
     from ca.clock import SystemClock
-    from crl.crl_builder import CrlEntry, build_crl
+    from crl.crl_builder import CrlEntry, build_crl, consume
     from cryptography.hazmat.primitives import hashes, serialization
     from hsm.store import HsmKeyStore
     tmp = Path(args.instance)
@@ -153,7 +161,8 @@ def crl_child(args) -> None:
     t1 = time.perf_counter()
     crl = build_crl(issuer=issuer, key=key, sign_options={"algorithm": hashes.SHA256()},
                     crl_number=1, this_update=now, next_update=now + dt.timedelta(days=7),
-                    entries=entries, freshest_url="http://127.0.0.1/pki/crl/issuing-delta.crl")
+                    entries=consume(entries),
+                    freshest_url="http://127.0.0.1/pki/crl/issuing-delta.crl")
     der = crl.public_bytes(serialization.Encoding.DER)
     t2 = time.perf_counter()
     print(json.dumps({"entries_s": t1 - t0, "build_sign_s": t2 - t1, "total_s": t2 - t0,
@@ -172,16 +181,25 @@ def crl_bench(tmp: Path, issuing, size: int) -> dict:
 
 
 # --- HTTP ----------------------------------------------------------------------------------
-def start_server(tmp: Path, port: int, workers: int, worker_class: str):
+# gunicorn worker classes (--worker-class): gthread is gunicorn's own threaded worker; ocsp is
+# gthread plus the OCSP keep-alive fast path (crl/gunicorn_worker.py).
+WORKER_CLASSES = {"gthread": "gthread", "ocsp": "crl.gunicorn_worker.OcspWorker"}
+
+
+def start_server(tmp: Path, port: int, workers: int, worker_class: str, threads: int = 4,
+                 keep_alive: int = 30, hsm_pool: int | None = None):
     env = dict(os.environ, GOVCA_INSTANCE=str(tmp),
                GOVCA_DATABASE_URL=f"sqlite:///{tmp / 'bench.sqlite3'}",
                GOVCA_PKCS11_TOKEN="bench", GOVCA_PKCS11_PIN_FILE=str(tmp / "pin"),
                GOVCA_BASE_URL=f"http://127.0.0.1:{port}", GOVCA_PROFILES_FILE=str(tmp / "p.json"))
     env.pop("GOVCA_SCHEDULER", None)
+    if hsm_pool:
+        env["GOVCA_PKCS11_POOL"] = str(hsm_pool)
     cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-           str(workers), "--chdir", str(ROOT), "--log-level", "warning"]
-    if worker_class == "gthread":
-        cmd += ["--worker-class", "gthread", "--threads", "4", "--keep-alive", "30"]
+           str(workers), "--chdir", str(ROOT), "--log-level", "warning",
+           "--keep-alive", str(keep_alive)]
+    if worker_class in WORKER_CLASSES:
+        cmd += ["--worker-class", WORKER_CLASSES[worker_class], "--threads", str(threads)]
     proc = subprocess.Popen(cmd + ["wsgi:app"], env=env, cwd=ROOT,
                             stdout=open(tmp / "server.log", "ab"), stderr=subprocess.STDOUT)
     import urllib.request
@@ -195,16 +213,166 @@ def start_server(tmp: Path, port: int, workers: int, worker_class: str):
     raise RuntimeError((tmp / "server.log").read_text())
 
 
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn workers: the master's children."""
+    out = []
+    for task in Path(f"/proc/{master}/task").iterdir():
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU time of these processes so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+# Where a sampled stack is, by its innermost matching frame (first match wins, innermost first).
+PROFILE_BUCKETS = [
+    ("HSM sign (PKCS#11 + SoftHSM)", ("pkcs11", "hsm/keys.py", "hsm/pool.py")),
+    ("DB read (SQLAlchemy, sqlite3)", ("sqlalchemy", "sqlite3", "psycopg", "ocsp_store.py")),
+    ("DER encode/parse (crl/der.py, ocsp_codec.py)", ("crl/der.py", "ocsp_codec.py")),
+    ("OCSP service (crl/ocsp.py)", ("crl/ocsp.py",)),
+    ("OCSP WSGI front (crl/http.py)", ("crl/http.py",)),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("Flask/werkzeug", ("flask", "werkzeug")),
+    ("gunicorn HTTP parse/write", ("gunicorn/http",)),
+    ("gunicorn worker loop, threads, poller", ("gunicorn", "selectors.py", "concurrent",
+                                               "threading.py", "queue.py", "socket.py")),
+]
+
+
+def summarize_profile(raw: Path, top: int = 12) -> dict:
+    """Share of samples per bucket (inclusive of callees), and the top functions by own
+    samples, from py-spy's collapsed ('raw') output."""
+    buckets: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        try:
+            n = int(n)
+        except ValueError:
+            continue
+        frames = stack.split(";")
+        if frames and frames[0].startswith("process "):
+            frames = frames[1:]
+        if frames and frames[0].startswith("thread "):
+            frames = frames[1:]
+        total += n
+        leaf = frames[-1] if frames else "?"
+        own[leaf] = own.get(leaf, 0) + n
+        name = "other"
+        for label, pats in PROFILE_BUCKETS:
+            if any(p in f for f in frames for p in pats):
+                name = label
+                break
+        buckets[name] = buckets.get(name, 0) + n
+    return {"samples": total,
+            "buckets": {k: round(v / total, 3) for k, v in
+                        sorted(buckets.items(), key=lambda kv: -kv[1])} if total else {},
+            "top_own": [(k, round(v / total, 3)) for k, v in
+                        sorted(own.items(), key=lambda kv: -kv[1])[:top]] if total else []}
+
+
+# gil: samples of threads holding the GIL (Python work); native: every thread that is running,
+# with C frames (SoftHSM, OpenSSL); threads blocked in poll()/recv() count too (py-spy cannot
+# tell them idle in this mode), so read it for the C frames, not for shares.
+PROFILE_FLAGS = {"gil": ("--gil", "--nonblocking"), "native": ("--native",)}
+
+
+class Profiler:
+    """py-spy on the gunicorn workers while a case runs (GIL-holding samples only: CPU work)."""
+
+    mode = "gil"
+
+    def __init__(self, outdir: Path | None, master: int) -> None:
+        self.outdir, self.master, self.procs = outdir, master, []
+
+    def __enter__(self):
+        if self.outdir is None:
+            return self
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self.files = []
+        for pid in worker_pids(self.master):
+            f = self.outdir / f"{self.name}-{pid}.txt"
+            self.files.append(f)
+            self.procs.append(subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid),
+                 "--format", "raw", "-o", str(f), "--rate", "250",
+                 "--nolineno", *PROFILE_FLAGS[self.mode]], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+        time.sleep(0.5)
+        return self
+
+    def case(self, name: str):
+        self.name = name
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        for p in self.procs:
+            p.wait(timeout=30)
+        self.procs = []
+        if self.outdir is not None:
+            merged = self.outdir / f"{self.name}.txt"
+            merged.write_text("".join(f.read_text() for f in self.files if f.exists()))
+            self.summary = summarize_profile(merged)
+
+
+def http_case(port: int, server, *, method, paths, bodies, headers, concurrency, seconds, runs,
+              nonce_at=None, loadgen_procs=1, profile_dir=None, name="") -> dict:
+    from bench import loadgen
+    res = []
+    workers = worker_pids(server.pid)
+    prof = None
+    kw = dict(method=method, paths=paths, bodies=bodies, headers=headers,
+              concurrency=concurrency, seconds=seconds, nonce_at=nonce_at, procs=loadgen_procs)
+    for _ in range(runs):
+        s0 = cpu_seconds(workers)
+        r = loadgen.run("127.0.0.1", port, **kw)
+        n = max(1, r["requests"])
+        r["server_cpu_us"] = 1e6 * (cpu_seconds(workers) - s0) / n
+        res.append(r)
+    if profile_dir is not None:
+        # A separate run under the sampler, so that its cost stays out of the figures.
+        prof = Profiler(profile_dir, server.pid).case(name)
+        with prof:
+            loadgen.run("127.0.0.1", port, **kw)
+    out = {k: statistics.median(r[k] for r in res)
+           for k in ("rps", "p50_ms", "p99_ms", "client_cpu_us", "server_cpu_us")}
+    out["errors"] = sum(r["errors"] for r in res)
+    if prof is not None and getattr(prof, "summary", None):
+        out["profile"] = prof.summary
+    return out
+
+
 def requests_for(issuing_der: bytes, serials: list[str], nonce: bool):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509 import ocsp
+    from crl.ocsp import _issuer_hashes
     issuer = x509.load_der_x509_certificate(issuing_der)
+    nh, kh = _issuer_hashes(issuer)["sha1"]
     marker = b"\xa5" * 32
     out = []
     for serial in serials:
-        from crl.ocsp import _issuer_hashes
-        nh, kh = _issuer_hashes(issuer)["sha1"]
         b = ocsp.OCSPRequestBuilder().add_certificate_by_hash(nh, kh, int(serial, 16),
                                                              hashes.SHA1())
         if nonce:
@@ -214,14 +382,46 @@ def requests_for(issuing_der: bytes, serials: list[str], nonce: bool):
     return out, nonce_at
 
 
+CASES = ("raw", "presign", "get", "nonce", "crl")
+
+
+def _median_by_rate(results: list[dict]) -> dict:
+    return sorted(results, key=lambda r: r["rate"])[len(results) // 2]
+
+
+RESPONDER_SPECS = {"p256": ("ec", "secp256r1"), "rsa2048": ("rsa", "2048")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short runs, one repetition")
     ap.add_argument("--certs", type=int, default=None, help="issued serials in the database")
     ap.add_argument("--crl-sizes", default="10000,100000,1000000")
+    ap.add_argument("--cases", default=",".join(CASES),
+                    help=f"which cases to run, comma-separated from {','.join(CASES)}")
+    ap.add_argument("--seconds", type=float, help="seconds per HTTP case (4 quick, 15 full)")
+    ap.add_argument("--runs", type=int, help="repetitions per case (1 quick, 3 full)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--worker-class", choices=["sync", "gthread"], default="gthread")
-    ap.add_argument("--responder-key", choices=["p256", "rsa2048"], default="p256")
+    ap.add_argument("--worker-class", choices=["sync", *WORKER_CLASSES], default="ocsp",
+                    help="gunicorn worker: ocsp = crl.gunicorn_worker.OcspWorker (default), "
+                         "gthread, sync")
+    ap.add_argument("--threads", type=int, default=16,
+                    help="threads per gthread/ocsp worker")
+    ap.add_argument("--keep-alive", type=int, default=30, help="gunicorn --keep-alive seconds")
+    ap.add_argument("--hsm-pool", type=int, default=None,
+                    help="PKCS#11 sessions per worker (GOVCA_PKCS11_POOL; default: the "
+                         "product's default, 4)")
+    ap.add_argument("--loadgen-procs", type=int, default=1,
+                    help="client processes sharing the connections (bench/loadgen.py)")
+    ap.add_argument("--responder-key", default="rsa2048,p256",
+                    help="responder key type(s), comma-separated from p256,rsa2048: the "
+                         "pre-sign and nonce cases run for each, in this order (the first is "
+                         "the one the GET cases use; rsa2048 is GovCA's default)")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="py-spy the gunicorn workers during an extra run of each HTTP case; "
+                         "collapsed stacks and a summary go to DIR")
+    ap.add_argument("--profile-mode", choices=sorted(PROFILE_FLAGS), default="gil",
+                    help="gil: Python work only (default); native: C frames too")
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--keep", action="store_true", help="keep the temporary instance")
     ap.add_argument("--crl-child", type=int, help=argparse.SUPPRESS)
@@ -230,9 +430,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.crl_child:
         return crl_child(args)
-    seconds = 4.0 if args.quick else 15.0
-    runs = 1 if args.quick else 3
+    cases = {c.strip() for c in args.cases.split(",") if c.strip()}
+    if cases - set(CASES):
+        ap.error(f"unknown case(s) {sorted(cases - set(CASES))}")
+    responder_keys = [k.strip() for k in args.responder_key.split(",") if k.strip()]
+    if not responder_keys or set(responder_keys) - set(RESPONDER_SPECS):
+        ap.error("--responder-key: p256 and/or rsa2048")
+    seconds = args.seconds or (4.0 if args.quick else 15.0)
+    runs = args.runs or (1 if args.quick else 3)
+    raw_seconds = 2.0 if args.quick else 5.0
     n_certs = args.certs or (2000 if args.quick else 20000)
+    profile_dir = Path(args.profile) if args.profile else None
+    Profiler.mode = args.profile_mode
     tmp = Path(tempfile.mkdtemp(prefix="govca-bench-"))
     make_token(tmp)
     import socket
@@ -243,76 +452,138 @@ def main() -> None:
                                  "platform": platform.platform()},
                      "settings": {"certs": n_certs, "seconds": seconds, "runs": runs,
                                   "workers": args.workers, "worker_class": args.worker_class,
-                                  "responder_key": args.responder_key}, "rows": []}
+                                  "threads": args.threads, "keep_alive": args.keep_alive,
+                                  "hsm_pool": args.hsm_pool,
+                                  "loadgen_procs": args.loadgen_procs,
+                                  "responder_keys": responder_keys}, "rows": [],
+                     "profiles": {}}
     rows = results["rows"]
     results["machine"]["loadavg_start"] = os.getloadavg()
 
     def row(case, metric, value, unit, **extra):
-        rows.append({"case": case, "metric": metric, "value": value, "unit": unit, **extra})
-        print(f"{case:<58} {metric:<22} {value:>10.4g} {unit}", flush=True)
+        rows.append({"case": case, "metric": metric, "value": value, "unit": unit,
+                     "loadavg": os.getloadavg()[0], **extra})
+        print(f"{case:<58} {metric:<22} {value:>10.4g} {unit}   (load {os.getloadavg()[0]:.1f})",
+              flush=True)
 
-    print(f"setting up in {tmp}: {n_certs} serials, responder {args.responder_key}", flush=True)
-    svc, issuing, serials = build_world(tmp, n_certs, args.responder_key,
+    print(f"setting up in {tmp}: {n_certs} serials, responder {responder_keys[0]}, "
+          f"load average {os.getloadavg()}", flush=True)
+    svc, issuing, serials = build_world(tmp, n_certs, responder_keys[0],
                                         f"http://127.0.0.1:{port}")
+    from ca.keys import KeySpec
     from crl.ocsp import OcspService
+    from crl.responder import ResponderManager
     ocsp_svc = OcspService(svc.db, svc.keys, svc.clock)
-    signer = ocsp_svc.signer(issuing.id)
-    ca_key = svc.keys.load(bytes.fromhex(issuing.key_id))
-    raw = {}
-    for label, key in ((f"responder {args.responder_key}", signer.key), ("CA rsa2048", ca_key)):
+    if "raw" in cases:
+        ca_key = svc.keys.load(bytes.fromhex(issuing.key_id))
         for threads in (1, 2):
-            raw[(label, threads)] = statistics.median(
-                raw_rate(key, 2.0 if args.quick else 5.0, threads) for _ in range(runs))
-            row(f"raw PKCS#11 sign, {label}, {threads} thread(s)", "signatures/s",
-                raw[(label, threads)], "ops/s")
-    t0 = time.perf_counter()
-    signed = ocsp_svc.presign()
-    dt_pre = time.perf_counter() - t0
-    row(f"pre-sign {signed} OCSP answers ({args.responder_key})", "answers/s",
-        signed / dt_pre, "ops/s", ratio_to_raw_1t=signed / dt_pre /
-        raw[(f"responder {args.responder_key}", 1)])
+            r = _median_by_rate([raw_sign(ca_key, raw_seconds, threads) for _ in range(runs)])
+            row(f"raw PKCS#11 sign, CA rsa2048, {threads} thread(s)", "signatures/s",
+                r["rate"], "ops/s", cpu_us=r["cpu_us"])
 
-    server = start_server(tmp, port, args.workers, args.worker_class)
-    try:
-        sample = random.Random(1).sample(serials, min(500, len(serials)))
-        plain, _ = requests_for(issuing.certificate_der, sample, nonce=False)
-        paths = ["/ocsp/" + base64.b64encode(b).decode() for b in plain]
-        withnonce, nonce_at = requests_for(issuing.certificate_der, sample[:50], nonce=True)
-        from bench import loadgen
-        for c in (1, 16):
-            res = [loadgen.run("127.0.0.1", port, method="GET", paths=paths, bodies=None,
-                               headers={}, concurrency=c, seconds=seconds) for _ in range(runs)]
-            med = {k: statistics.median(r[k] for r in res) for k in ("rps", "p50_ms", "p99_ms")}
-            errors = sum(r["errors"] for r in res)
-            row(f"OCSP GET pre-signed, c={c}", "responses/s", med["rps"], "req/s", errors=errors)
-            row(f"OCSP GET pre-signed, c={c}", "p50 latency", med["p50_ms"], "ms")
-            row(f"OCSP GET pre-signed, c={c}", "p99 latency", med["p99_ms"], "ms")
-        for c in (1, 16):
-            res = [loadgen.run("127.0.0.1", port, method="POST", paths=["/ocsp"],
-                               bodies=withnonce, headers={
-                                   "Content-Type": "application/ocsp-request"},
-                               concurrency=c, seconds=seconds, nonce_at=nonce_at)
-                   for _ in range(runs)]
-            med = {k: statistics.median(r[k] for r in res) for k in ("rps", "p50_ms", "p99_ms")}
-            errors = sum(r["errors"] for r in res)
-            ratio = med["rps"] / raw[(f"responder {args.responder_key}", 2 if c > 1 else 1)]
-            row(f"OCSP POST with nonce (HSM per answer), c={c}", "responses/s", med["rps"],
-                "req/s", errors=errors, ratio_to_raw=ratio)
-            row(f"OCSP POST with nonce (HSM per answer), c={c}", "ratio to raw HSM rate",
-                ratio, "x")
-            row(f"OCSP POST with nonce (HSM per answer), c={c}", "p99 latency", med["p99_ms"],
-                "ms")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-    for size in (int(x) for x in args.crl_sizes.split(",") if x):
-        res = [crl_bench(tmp, issuing, size) for _ in range(runs if size < 1_000_000 else 1)]
-        row(f"CRL {size:,} entries, build + sign (HSM rsa2048)", "wall time",
-            statistics.median(r["total_s"] for r in res), "s",
-            build_sign_s=statistics.median(r["build_sign_s"] for r in res))
-        row(f"CRL {size:,} entries, build + sign (HSM rsa2048)", "peak RSS",
-            statistics.median(r["peak_rss_mib"] for r in res), "MiB",
-            bytes=res[0]["bytes"])
+    def http_rows(case, res, raw=None):
+        extra = {"errors": res["errors"], "client_cpu_us": res["client_cpu_us"],
+                 "server_cpu_us": res["server_cpu_us"]}
+        if raw:
+            extra["ratio_to_raw"] = res["rps"] / raw["rate"]
+            extra["raw_rate"] = raw["rate"]
+        row(case, "responses/s", res["rps"], "req/s", **extra)
+        if res["errors"]:
+            print(f"   !! {res['errors']} error(s): a status other than 200 or an empty body")
+        if raw:
+            row(case, "ratio to raw HSM rate", res["rps"] / raw["rate"], "x")
+            # Load-independent: the signature's share of the CPU one answer costs (server +
+            # client). At c=16 the two CPUs are saturated, so this is the ratio an idle
+            # machine gives.
+            row(case, "CPU ratio", raw["cpu_us"] / (res["server_cpu_us"] +
+                                                   res["client_cpu_us"]), "x")
+        row(case, "p50 latency", res["p50_ms"], "ms")
+        row(case, "p99 latency", res["p99_ms"], "ms")
+        row(case, "server CPU per answer", res["server_cpu_us"], "µs")
+        row(case, "client CPU per answer", res["client_cpu_us"], "µs")
+        if "profile" in res:
+            results["profiles"][case] = res["profile"]
+            print("   profile of the workers (share of "
+                  f"{'GIL-holding' if Profiler.mode == 'gil' else 'all'} samples):")
+            for k, v in res["profile"]["buckets"].items():
+                print(f"     {v:6.1%}  {k}")
+            print("   top functions (own samples):")
+            for k, v in res["profile"]["top_own"][:8]:
+                print(f"     {v:6.1%}  {k}")
+
+    sample = random.Random(1).sample(serials, min(500, len(serials)))
+    for idx, rk in enumerate(responder_keys):
+        if idx > 0:  # a new responder of the next key type; its answers are pre-signed again
+            ResponderManager(svc.db, svc.keys, svc.clock, svc.issuance,
+                             key_spec=KeySpec(*RESPONDER_SPECS[rk])).ensure("issuing",
+                                                                            force=True)
+            ocsp_svc.forget()
+        signer = ocsp_svc.signer(issuing.id)
+        label = f"responder {rk}"
+        raw = {}
+        for threads in (1, 2):
+            raw[threads] = _median_by_rate([raw_sign(signer.key, raw_seconds, threads)
+                                            for _ in range(runs)])
+            row(f"raw PKCS#11 sign, {label}, {threads} thread(s)", "signatures/s",
+                raw[threads]["rate"], "ops/s", cpu_us=raw[threads]["cpu_us"])
+            row(f"raw PKCS#11 sign, {label}, {threads} thread(s)", "CPU per signature",
+                raw[threads]["cpu_us"], "µs")
+        t0 = time.perf_counter()
+        signed = ocsp_svc.presign()
+        dt_pre = time.perf_counter() - t0
+        if "presign" in cases:
+            row(f"pre-sign {signed} OCSP answers ({rk})", "answers/s", signed / dt_pre, "ops/s",
+                ratio_to_raw_1t=signed / dt_pre / raw[1]["rate"])
+        get_here = "get" in cases and idx == 0
+        if not (get_here or "nonce" in cases):
+            continue
+        server = start_server(tmp, port, args.workers, args.worker_class, args.threads,
+                              args.keep_alive, args.hsm_pool)
+        try:
+            common = dict(seconds=seconds, runs=runs, loadgen_procs=args.loadgen_procs,
+                          profile_dir=profile_dir)
+            if get_here:
+                plain, _ = requests_for(issuing.certificate_der, sample, nonce=False)
+                paths = ["/ocsp/" + base64.b64encode(b).decode() for b in plain]
+                # warm the workers' caches, as a running responder's are
+                http_case(port, server, method="GET", paths=paths, bodies=None, headers={},
+                          concurrency=4, seconds=1.0, runs=1)
+                for c in (1, 16):
+                    res = http_case(port, server, method="GET", paths=paths, bodies=None,
+                                    headers={}, concurrency=c, name=f"get-c{c}", **common)
+                    http_rows(f"OCSP GET pre-signed, c={c}", res)
+            if "nonce" in cases:
+                withnonce, nonce_at = requests_for(issuing.certificate_der, sample[:50],
+                                                   nonce=True)
+                for c in (1, 16):
+                    threads = 2 if c > 1 else 1
+                    # The raw rate right before and right after the case (same key, same
+                    # thread count): on a shared VM the rate drifts within minutes.
+                    before = raw_sign(signer.key, raw_seconds, threads)
+                    res = http_case(port, server, method="POST", paths=["/ocsp"],
+                                    bodies=withnonce,
+                                    headers={"Content-Type": "application/ocsp-request"},
+                                    concurrency=c, nonce_at=nonce_at,
+                                    name=f"nonce-{rk}-c{c}", **common)
+                    after = raw_sign(signer.key, raw_seconds, threads)
+                    bracket = {k: (before[k] + after[k]) / 2 for k in ("rate", "cpu_us")}
+                    row(f"raw PKCS#11 sign, {label}, {threads} thread(s), around the next case",
+                        "signatures/s", bracket["rate"], "ops/s", before=before["rate"],
+                        after=after["rate"])
+                    http_rows(f"OCSP POST with nonce ({rk}, HSM per answer), c={c}", res,
+                              bracket)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    if "crl" in cases:
+        for size in (int(x) for x in args.crl_sizes.split(",") if x):
+            res = [crl_bench(tmp, issuing, size) for _ in range(runs if size < 1_000_000 else 1)]
+            row(f"CRL {size:,} entries, build + sign (HSM rsa2048)", "wall time",
+                statistics.median(r["total_s"] for r in res), "s",
+                build_sign_s=statistics.median(r["build_sign_s"] for r in res))
+            row(f"CRL {size:,} entries, build + sign (HSM rsa2048)", "peak RSS",
+                statistics.median(r["peak_rss_mib"] for r in res), "MiB",
+                bytes=res[0]["bytes"])
     results["machine"]["loadavg_end"] = os.getloadavg()
     print(f"load average (1, 5, 15 min) at start {results['machine']['loadavg_start']}, "
           f"at end {results['machine']['loadavg_end']} on {os.cpu_count()} CPUs")

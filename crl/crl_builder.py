@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -15,12 +15,21 @@ _REASON_EXT = {name: x509.Extension(CRLEntryExtensionOID.CRL_REASON, False, x509
                for name, flag in REASON_FLAGS.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million entries without a __dict__ each
 class CrlEntry:
     serial: int
     revoked_at: dt.datetime
     reason: str | None = None
     invalidity_date: dt.datetime | None = None
+
+
+def consume(entries: list) -> Iterator:
+    """Yield the items of `entries` while emptying it, so that each CrlEntry can be freed as
+    soon as its RevokedCertificate exists: the peak memory of a large CRL is then one list of
+    entries, not two (≈ 35 % less at 1M entries, docs/performance.md)."""
+    entries.reverse()
+    while entries:
+        yield entries.pop()
 
 
 def revoked_certificate(entry: CrlEntry) -> x509.RevokedCertificate:

@@ -11,7 +11,6 @@ import threading
 import time
 
 from flask import Blueprint, Response, abort, current_app, request
-from werkzeug.http import http_date
 from sqlalchemy import select
 
 from ca import metrics
@@ -141,18 +140,17 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 
 def _ocsp_headers(app, result: OcspResult) -> list[tuple[str, str]]:
-    headers = [("Content-Type", "application/ocsp-response")]
     if result.status == ocsp_codec.SUCCESSFUL and result.cacheable:
-        # RFC 5019 6.2: caching headers derived from the response's own times.
+        # RFC 5019 6.2: caching headers derived from the response's own times (formatted once
+        # per answer: OcspResult.http_dates, .etag).
         now = app.extensions["govca"].clock.now()
         max_age = max(0, int((result.next_update - now).total_seconds()))
-        headers += [("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
-                    ("Last-Modified", http_date(result.this_update)),
-                    ("Expires", http_date(result.next_update)),
-                    ("ETag", f'"{result.etag}"')]
-    else:
-        headers.append(("Cache-Control", "no-store"))
-    return headers
+        last_modified, expires = result.http_dates
+        return [("Content-Type", "application/ocsp-response"),
+                ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
+                ("Last-Modified", last_modified), ("Expires", expires),
+                ("ETag", f'"{result.etag}"')]
+    return [("Content-Type", "application/ocsp-response"), ("Cache-Control", "no-store")]
 
 
 def _plain(status: str, text: str, extra=()) -> tuple[str, list, bytes]:
@@ -206,21 +204,39 @@ class OcspFastPath:
 
     def __init__(self, app, inner) -> None:
         self.app, self.inner = app, inner
+        self._counters: dict[str, object] = {}
 
-    def __call__(self, environ, start_response):
-        path = environ.get("PATH_INFO", "")
-        if path != "/ocsp" and not path.startswith("/ocsp/"):
-            return self.inner(environ, start_response)
-        OCSP_REQUESTS.labels(method=environ.get("REQUEST_METHOD", "")[:8]).inc()
+    def _count(self, method: str) -> None:
+        child = self._counters.get(method)
+        if child is None:
+            child = OCSP_REQUESTS.labels(method=method[:8])
+            if len(self._counters) < 16:  # GET, POST, HEAD and a few odd ones
+                self._counters[method] = child
+        child.inc()
+
+    def respond(self, environ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """(status, headers with Content-Length, body) for an OCSP request; also used by the
+        gunicorn worker's keep-alive fast path (crl/gunicorn_worker.py)."""
+        self._count(environ.get("REQUEST_METHOD", ""))
+        t0 = time.perf_counter()
         try:
-            with OCSP_SECONDS.time():
+            try:
                 status, headers, body = handle_ocsp(self.app, environ)
+            finally:
+                OCSP_SECONDS.observe(time.perf_counter() - t0)
         except Exception:  # pragma: no cover - answer() already maps failures to statuses
             self.app.logger.exception("OCSP front failed")
             status, headers, body = ("200 OK", [("Content-Type", "application/ocsp-response"),
                                                 ("Cache-Control", "no-store")],
                                      ocsp_codec.INTERNAL_ERROR_RESPONSE)
         headers.append(("Content-Length", str(len(body))))
+        return status, headers, body
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path != "/ocsp" and not path.startswith("/ocsp/"):
+            return self.inner(environ, start_response)
+        status, headers, body = self.respond(environ)
         start_response(status, headers)
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
 

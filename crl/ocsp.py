@@ -9,16 +9,18 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
+from werkzeug.http import http_date
 
 from ca import serial as serials
 from ca.clock import Clock
 from ca.errors import HsmUnavailable
 from ca.ports import KeyStore
-from ca.store.database import Database
+from ca.store.database import Database, is_transient
 from ca.store.models import Certificate, CertificateAuthority
 from ca.store.models_crl import OcspResponse
 from crl import ocsp_codec as codec
@@ -36,6 +38,7 @@ class OcspSettings:
     max_cert_ids: int = 16  # several certIDs per request, bounded
     cache_ttl: float = 2.0  # seconds an answer stays in the process before the DB is asked again
     cache_size: int = 50_000  # answers per process (~40 MB at most)
+    request_cache_size: int = 20_000  # exact request octets -> answer (skips parsing)
     index_ttl: float = 30.0
 
 
@@ -47,9 +50,14 @@ class OcspResult:
     next_update: dt.datetime | None = None
     cacheable: bool = False  # no nonce: HTTP caches may keep it (RFC 5019 6.2)
 
-    @property
+    @cached_property
     def etag(self) -> str:
         return hashlib.sha256(self.der).hexdigest()[:32]
+
+    @cached_property
+    def http_dates(self) -> tuple[str, str]:
+        """Last-Modified and Expires (RFC 5019 6.2), formatted once per answer."""
+        return http_date(self.this_update), http_date(self.next_update)
 
 
 MALFORMED = OcspResult(codec.MALFORMED, codec.MALFORMED_REQUEST)
@@ -83,6 +91,10 @@ class OcspService:
         self._cache: dict[tuple[int, bytes], tuple[OcspResult, float]] = {}
         self.reader = StatusReader(db)
         self._status_cache: dict[tuple[int, str], tuple[object, float]] = {}
+        # The request octets of single-certID, nonce-free requests (what RFC 5019 clients send,
+        # byte for byte the same each time) -> (answer, when its status was read): a repeated
+        # request is answered without parsing. Same freshness rule as _cache.
+        self._requests: dict[bytes, tuple[OcspResult, float]] = {}
 
     # -- lookups ----------------------------------------------------------------------------
     def _load_index(self, force: bool = False) -> None:
@@ -133,21 +145,39 @@ class OcspService:
         with self._lock:
             self._cache.clear()
             self._status_cache.clear()
+            self._requests.clear()
             self._signers.clear()
             self._index_at = -1e9
 
     # -- answering --------------------------------------------------------------------------
     def answer(self, body: bytes) -> OcspResult:
         """Any input gives an OCSP response: a status for garbage, never an exception."""
+        hit = self._requests.get(body) if type(body) is bytes else None
+        if hit is not None and time.monotonic() - hit[1] < self.settings.cache_ttl and \
+                hit[0].next_update > self.clock.now():
+            return hit[0]
         try:
             req = codec.parse_request(body, self.settings.max_cert_ids)
         except codec.MalformedRequest:
             return MALFORMED
         try:
+            if len(req.cert_ids) == 1 and req.nonce is None:
+                ca_id = self.issuer_of(req.cert_ids[0])
+                if ca_id is None:
+                    return UNAUTHORIZED
+                result, at = self._cached_at(ca_id, req.cert_ids[0])
+                if at is not None:
+                    if len(self._requests) >= self.settings.request_cache_size:
+                        self._requests.clear()
+                    self._requests[bytes(body)] = (result, at)
+                return result
             return self._answer(req)
         except HsmUnavailable:
             return TRY_LATER  # RFC 6960 4.2.1 tryLater
-        except Exception:
+        except Exception as exc:
+            if is_transient(exc):  # database outage (issue 8): tryLater too, not internalError
+                log.warning("OCSP: database unavailable (%s)", type(exc).__name__)
+                return TRY_LATER
             log.exception("OCSP request failed")
             return INTERNAL
 
@@ -163,12 +193,17 @@ class OcspService:
         return self.sign_now(ca_id, req.cert_ids, req.nonce)
 
     def _cached(self, ca_id: int, cid: codec.CertId) -> OcspResult:
+        return self._cached_at(ca_id, cid)[0]
+
+    def _cached_at(self, ca_id: int, cid: codec.CertId) -> tuple[OcspResult, float | None]:
+        """The answer for one certID and the monotonic time its status was read (None: not
+        kept, e.g. tryLater)."""
         now = self.clock.now()
         key = (ca_id, cid.raw)
         hit = self._cache.get(key)
         if hit is not None and time.monotonic() - hit[1] < self.settings.cache_ttl and \
                 hit[0].next_update > now:
-            return hit[0]
+            return hit
         serial_hex = serials.to_hex(cid.serial) if cid.serial > 0 else None
         result = None
         presignable = serial_hex is not None and cid.raw == self._canonical(ca_id, cid.serial)
@@ -179,11 +214,11 @@ class OcspService:
         if result is None:
             result, _ = self._sign_single(ca_id, cid, serial_hex, presignable)
             if result.status != codec.SUCCESSFUL:
-                return result  # tryLater is not kept
+                return result, None  # tryLater is not kept
         if len(self._cache) >= self.settings.cache_size:
             self._cache.clear()
-        self._cache[key] = (result, time.monotonic())
-        return result
+        entry = self._cache[key] = (result, time.monotonic())
+        return entry
 
     def _canonical(self, ca_id: int, serial: int) -> bytes:
         nh, kh = self._sha1[ca_id]
@@ -219,6 +254,8 @@ class OcspService:
     def _encode(self, signer: Signer, singles, nonce, now) -> bytes:
         tbs = codec.response_data(responder_key_hash=signer.key_hash, produced_at=now,
                                   singles=singles, nonce=nonce)
+        if signer.template is not None:
+            return signer.template.wrap(tbs, signer.sign(tbs))
         return codec.basic_response(tbs, signer.algorithm, signer.sign(tbs),
                                     signer.certificate_der)
 

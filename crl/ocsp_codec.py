@@ -170,41 +170,90 @@ class SingleStatus:
     reason: str | None = None
 
 
+# Encoding is on the hot path of every signed answer (nonce, several certIDs, pre-signing): the
+# few TLVs are written with one helper, and GeneralizedTime values (whole seconds, a handful of
+# distinct values per second) are kept once formatted.
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    if n < 0x100:
+        return bytes((tag, 0x81, n)) + content
+    if n < 0x10000:
+        return bytes((tag, 0x82, n >> 8, n & 0xFF)) + content
+    return der.tlv(tag, content)
+
+
+_UTC = dt.timezone.utc
+_TIMES: dict[dt.datetime, bytes] = {}
+
+
+def _time(value: dt.datetime) -> bytes:
+    """GeneralizedTime YYYYMMDDHHMMSSZ (RFC 5280 4.1.2.5.2), formatted once per value."""
+    out = _TIMES.get(value)
+    if out is None:
+        if len(_TIMES) >= 4096:
+            _TIMES.clear()
+        v = value.astimezone(_UTC)
+        out = _TIMES[value] = bytes((der.TAG_GENERALIZED_TIME, 15)) + (
+            f"{v.year:04d}{v.month:02d}{v.day:02d}{v.hour:02d}{v.minute:02d}{v.second:02d}Z"
+            .encode("ascii"))
+    return out
+
+
+_GOOD, _UNKNOWN = b"\x80\x00", b"\x82\x00"  # good [0] / unknown [2] IMPLICIT NULL
+
+
 def _single(s: SingleStatus) -> bytes:
     if s.status == "good":
-        status = b"\x80\x00"  # good [0] IMPLICIT NULL
+        status = _GOOD
     elif s.status == "revoked":
-        info = der.generalized_time(s.revoked_at)
+        info = _time(s.revoked_at)
         code = CRL_REASON_CODES.get(s.reason or "")
         if code:  # RFC 5280 5.3.1: unspecified is omitted
-            info += der.explicit(0, der.enumerated(code))
-        status = der.tlv(0xA1, info)  # revoked [1] IMPLICIT RevokedInfo
+            info += b"\xa0\x03\x0a\x01" + bytes((code,))  # [0] EXPLICIT ENUMERATED
+        status = _tlv(0xA1, info)  # revoked [1] IMPLICIT RevokedInfo
     else:
-        status = b"\x82\x00"  # unknown [2] IMPLICIT NULL
-    return der.seq(s.cert_id, status, der.generalized_time(s.this_update),
-                   der.explicit(0, der.generalized_time(s.next_update)))
+        status = _UNKNOWN
+    nxt = _time(s.next_update)
+    return _tlv(der.TAG_SEQUENCE, b"".join((s.cert_id, status, _time(s.this_update),
+                                            _tlv(0xA0, nxt))))
 
 
 def response_data(*, responder_key_hash: bytes, produced_at: dt.datetime,
                   singles: list[SingleStatus], nonce: bytes | None) -> bytes:
     """ResponseData (RFC 6960 4.2.1): version v1 (default, omitted), responderID byKey
     (RFC 5019 2.2.3), producedAt, responses and the echoed nonce."""
-    parts = [der.explicit(2, der.octet_string(responder_key_hash)),
-             der.generalized_time(produced_at),
-             der.seq(*(_single(s) for s in singles))]
+    parts = [_tlv(0xA2, _tlv(der.TAG_OCTET_STRING, responder_key_hash)), _time(produced_at),
+             _tlv(der.TAG_SEQUENCE, b"".join([_single(s) for s in singles]))]
     if nonce is not None:
-        parts.append(der.explicit(1, der.seq(der.seq(OID_NONCE, der.octet_string(nonce)))))
-    return der.seq(*parts)
+        parts.append(_tlv(0xA1, _tlv(der.TAG_SEQUENCE, _tlv(der.TAG_SEQUENCE, OID_NONCE + _tlv(
+            der.TAG_OCTET_STRING, nonce)))))
+    return _tlv(der.TAG_SEQUENCE, b"".join(parts))
 
 
 def basic_response(tbs: bytes, signature_algorithm: bytes, signature: bytes,
                    responder_cert: bytes) -> bytes:
     """OCSPResponse wrapping a BasicOCSPResponse; the delegated responder's certificate rides in
     `certs` (RFC 6960 4.2.2.2)."""
-    basic = der.seq(tbs, signature_algorithm, der.bit_string(signature),
-                    der.explicit(0, der.seq(responder_cert)))
-    return der.seq(der.enumerated(SUCCESSFUL),
-                   der.explicit(0, der.seq(OID_BASIC, der.octet_string(basic))))
+    return ResponseTemplate(signature_algorithm, responder_cert).wrap(tbs, signature)
+
+
+class ResponseTemplate:
+    """The constant parts of one responder's answers (signature algorithm, `certs` with its
+    certificate), encoded once; wrap() adds the signed ResponseData and the signature."""
+
+    __slots__ = ("tail", "algorithm")
+
+    def __init__(self, signature_algorithm: bytes, responder_cert: bytes) -> None:
+        self.algorithm = signature_algorithm
+        self.tail = _tlv(0xA0, _tlv(der.TAG_SEQUENCE, responder_cert))
+
+    def wrap(self, tbs: bytes, signature: bytes) -> bytes:
+        basic = _tlv(der.TAG_SEQUENCE, b"".join((
+            tbs, self.algorithm, _tlv(der.TAG_BIT_STRING, b"\x00" + signature), self.tail)))
+        return _tlv(der.TAG_SEQUENCE, b"\x0a\x01\x00" + _tlv(0xA0, _tlv(  # successful (0)
+            der.TAG_SEQUENCE, OID_BASIC + _tlv(der.TAG_OCTET_STRING, basic))))
 
 
 def error_response(status: int) -> bytes:

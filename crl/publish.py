@@ -19,7 +19,7 @@ from ca.ports import KeyStore
 from ca.store.database import Database
 from ca.store.models import Certificate, CertificateAuthority
 from ca.store.models_crl import PublishedCRL
-from crl.crl_builder import CrlEntry, build_crl
+from crl.crl_builder import CrlEntry, build_crl, consume
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,10 @@ class CrlPublisher:
                 next_update = now + dt.timedelta(seconds=ca.crl_validity_seconds)
             entries = [CrlEntry(int(serial, 16), revoked_at, reason, invalidity)
                        for serial, revoked_at, reason, invalidity in s.execute(q)]
+            n_entries = len(entries)
             row = PublishedCRL(ca_id=ca.id, kind=kind, crl_number=number,
                                base_crl_number=base.crl_number if base else None,
-                               this_update=now, next_update=next_update, entries=len(entries),
+                               this_update=now, next_update=next_update, entries=n_entries,
                                created_at=now)
             s.add(row)
             s.flush()
@@ -117,7 +118,7 @@ class CrlPublisher:
 
         key = self.keys.load(*key_ref)
         crl = build_crl(issuer=issuer, key=key, sign_options=opts, crl_number=number,
-                        this_update=now, next_update=next_update, entries=entries,
+                        this_update=now, next_update=next_update, entries=consume(entries),
                         base_crl_number=base_number,
                         freshest_url=self.delta_url(ca_name) if kind == "full" else None)
         if not crl.is_signature_valid(issuer.public_key()):
@@ -129,11 +130,11 @@ class CrlPublisher:
             row.der, row.sha256 = der, digest
             row.published_at = self.clock.now()
             audit.record(s, "crl.publish", actor=self.actor, at=now, target=ca_name,
-                         details={"kind": kind, "crl_number": number, "entries": len(entries),
+                         details={"kind": kind, "crl_number": number, "entries": n_entries,
                                   "base_crl_number": base_number,
                                   "next_update": next_update.isoformat(), "sha256": digest})
             info = _info(ca_name, row)
-        log.info("published %s CRL %d of %s (%d entries)", kind, number, ca_name, len(entries))
+        log.info("published %s CRL %d of %s (%d entries)", kind, number, ca_name, n_entries)
         return info
 
     def publish_all(self, ca_name: str) -> list[CrlInfo]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from ca.store.database import Database
 from ca.store.models import CertificateAuthority
 from ca.store.models_crl import OcspResponder
 from crl import der
-from crl.ocsp_codec import key_hash
+from crl.ocsp_codec import ResponseTemplate, key_hash
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,17 @@ class Signer:
     key_hash: bytes  # RFC 6960 4.2.1 ResponderID byKey: SHA-1 of the public key bits
     algorithm: bytes
     not_after: dt.datetime
+    template: ResponseTemplate | None = None  # the constant parts of the answers it signs
 
     def sign(self, tbs: bytes) -> bytes:
         if isinstance(self.key, ec.EllipticCurvePrivateKey):
-            return self.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
-        return self.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+            return self.key.sign(tbs, _ECDSA_SHA256)
+        return self.key.sign(tbs, _PKCS1V15, _SHA256)
+
+
+_SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(_SHA256)
+_PKCS1V15 = padding.PKCS1v15()
 
 
 def make_signer(row: OcspResponder, key) -> Signer:
@@ -59,7 +66,8 @@ def make_signer(row: OcspResponder, key) -> Signer:
     kind = "rsa" if isinstance(cert.public_key(), rsa.RSAPublicKey) else "ec"
     return Signer(responder_id=row.id, ca_id=row.ca_id, key=key,
                   certificate_der=row.certificate_der, key_hash=key_hash(spki),
-                  algorithm=_ALGORITHMS[kind], not_after=row.not_after)
+                  algorithm=_ALGORITHMS[kind], not_after=row.not_after,
+                  template=ResponseTemplate(_ALGORITHMS[kind], row.certificate_der))
 
 
 def current_responder(session, ca_id: int, now: dt.datetime) -> OcspResponder | None:
@@ -71,15 +79,36 @@ def current_responder(session, ca_id: int, now: dt.datetime) -> OcspResponder | 
         .limit(1)).scalar_one_or_none()
 
 
+# The responder's key (docs/performance.md, "Which responder key"): RSA-2048 by default, because
+# RFC 6960 4.3 makes sha256WithRSAEncryption the one algorithm every OCSP client SHALL process
+# (ECDSA is a SHOULD), and GovCA's issuing CAs are RSA already, so a relying party that can
+# validate a GovCA certificate can always validate its OCSP answers. Answers without a nonce are
+# pre-signed, so the key type does not touch the read path. GOVCA_OCSP_RESPONDER_KEY=p256 gives
+# an ECDSA P-256 responder (≈ 2.5× the nonce rate, smaller answers) where every relying party is
+# known to handle ECDSA.
+RESPONDER_KEYS = {"rsa2048": KeySpec("rsa", "2048"), "rsa3072": KeySpec("rsa", "3072"),
+                  "p256": KeySpec("ec", "secp256r1"), "p384": KeySpec("ec", "secp384r1")}
+DEFAULT_RESPONDER_KEY = "rsa2048"
+
+
+def default_key_spec() -> KeySpec:
+    name = os.environ.get("GOVCA_OCSP_RESPONDER_KEY", "").strip().lower() or \
+        DEFAULT_RESPONDER_KEY
+    if name not in RESPONDER_KEYS:
+        raise ValueError(f"GOVCA_OCSP_RESPONDER_KEY={name!r}: use one of "
+                         f"{', '.join(RESPONDER_KEYS)}")
+    return RESPONDER_KEYS[name]
+
+
 class ResponderManager:
     def __init__(self, db: Database, keys: KeyStore, clock: Clock,
                  issuance: Callable[[], IssuanceService], *, validity_days: int = 7,
                  renew_before: dt.timedelta = dt.timedelta(days=2),
-                 key_spec: KeySpec = KeySpec("ec", "secp256r1"),
+                 key_spec: KeySpec | None = None,
                  actor: str = "system:ocsp") -> None:
         self.db, self.keys, self.clock, self.issuance = db, keys, clock, issuance
         self.validity_days, self.renew_before = validity_days, renew_before
-        self.key_spec, self.actor = key_spec, actor
+        self.key_spec, self.actor = key_spec or default_key_spec(), actor
 
     def ensure(self, ca_name: str, *, force: bool = False) -> tuple[OcspResponder, bool]:
         """The CA's current responder; a new one when there is none, it expires within

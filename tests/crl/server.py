@@ -33,7 +33,7 @@ def http(url: str, data: bytes | None = None, headers: dict | None = None,
 class Server:
     def __init__(self, *, port: int, database_url: str, hsm_config, instance: Path,
                  workers: int = 2, scheduler_interval: float | None = 1.0,
-                 extra_env: dict | None = None) -> None:
+                 extra_env: dict | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.port, self.base = port, f"http://127.0.0.1:{port}"
         env = dict(os.environ)
         env.update({
@@ -53,7 +53,8 @@ class Server:
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-             str(workers), "--chdir", str(ROOT), "--graceful-timeout", "2", "wsgi:app"],
+             str(workers), "--chdir", str(ROOT), "--graceful-timeout", "2", *extra_args,
+             "wsgi:app"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -6,7 +6,8 @@ import datetime as dt
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 
@@ -33,6 +34,9 @@ def test_responder_certificate_is_delegated_and_in_the_hsm(services, clock):
     assert cert.extensions.get_extension_for_class(x509.OCSPNoCheck)
     assert cert.issuer == ca_cert(services.db, "issuing").subject
     assert cert.not_valid_after_utc - cert.not_valid_before_utc <= dt.timedelta(days=7)
+    # GovCA's default responder key: RSA-2048 (RFC 6960 4.3: the algorithm every client SHALL
+    # process; docs/performance.md)
+    assert isinstance(cert.public_key(), rsa.RSAPublicKey) and cert.public_key().key_size == 2048
     attrs = services.keys.attributes(bytes.fromhex(row.key_id))
     assert attrs["sensitive"] and not attrs["extractable"]
     # renewed automatically when it nears expiry
@@ -41,7 +45,21 @@ def test_responder_certificate_is_delegated_and_in_the_hsm(services, clock):
     assert created3 and renewed.id != row.id and renewed.not_after > row.not_after
 
 
-def test_good_revoked_unknown(services, clock, tmp_path):
+def test_responder_key_type_is_configurable(monkeypatch):
+    from ca.keys import KeySpec
+    from crl.responder import default_key_spec
+    monkeypatch.delenv("GOVCA_OCSP_RESPONDER_KEY", raising=False)
+    assert default_key_spec() == KeySpec("rsa", "2048")
+    monkeypatch.setenv("GOVCA_OCSP_RESPONDER_KEY", "p256")
+    assert default_key_spec() == KeySpec("ec", "secp256r1")
+    monkeypatch.setenv("GOVCA_OCSP_RESPONDER_KEY", "rsa1024")
+    with pytest.raises(ValueError, match="GOVCA_OCSP_RESPONDER_KEY"):
+        default_key_spec()
+
+
+@pytest.mark.parametrize("responder_key", ["rsa2048", "p256"])
+def test_good_revoked_unknown(services, clock, tmp_path, monkeypatch, responder_key):
+    monkeypatch.setenv("GOVCA_OCSP_RESPONDER_KEY", responder_key)
     svc, issuer = _setup(services)
     good, bad = issue(services), issue(services, "staff.hanoi.2")
     revocation.revoke(services.db, clock, serial=bad.serial, reason="keyCompromise", actor="t")
@@ -52,8 +70,16 @@ def test_good_revoked_unknown(services, clock, tmp_path):
         assert resp.certificate_status == expected
         assert resp.serial_number == int(row.serial, 16)
         responder = resp.certificates[0]
-        responder.public_key().verify(resp.signature, resp.tbs_response_bytes,
-                                      ec.ECDSA(hashes.SHA256()))
+        if responder_key == "p256":
+            assert isinstance(responder.public_key(), ec.EllipticCurvePublicKey)
+            responder.public_key().verify(resp.signature, resp.tbs_response_bytes,
+                                          ec.ECDSA(hashes.SHA256()))
+        else:
+            assert isinstance(responder.public_key(), rsa.RSAPublicKey)
+            assert resp.signature_algorithm_oid == \
+                x509.oid.SignatureAlgorithmOID.RSA_WITH_SHA256
+            responder.public_key().verify(resp.signature, resp.tbs_response_bytes,
+                                          padding.PKCS1v15(), hashes.SHA256())
         assert resp.responder_key_hash == x509.SubjectKeyIdentifier.from_public_key(
             responder.public_key()).digest
         assert resp.next_update_utc - resp.this_update_utc == dt.timedelta(hours=24)
