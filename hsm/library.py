@@ -10,6 +10,7 @@ library is therefore remembered with the pid that loaded it, and reloaded in a n
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -41,6 +42,23 @@ class LockedLib(_pkcs11.lib):
 
 _lock = threading.Lock()
 _loaded: dict[str, tuple[int, LockedLib]] = {}
+_generation: dict[str, int] = {}  # bumped by each reinitialize(), per module
+_idle = threading.Condition(_lock)
+_active: dict[str, int] = {}  # sessions in use, per module (reinitialize waits for none)
+FINALIZE_WAIT = 5.0
+
+
+@contextlib.contextmanager
+def using(module: str):
+    """Mark a session of `module` as in use: C_Finalize must not run under a signing thread."""
+    with _idle:
+        _active[module] = _active.get(module, 0) + 1
+    try:
+        yield
+    finally:
+        with _idle:
+            _active[module] -= 1
+            _idle.notify_all()
 
 
 def load(module: str) -> LockedLib:
@@ -63,3 +81,37 @@ def forget(module: str) -> None:
     with _lock:
         _loaded.pop(module, None)
         pkcs11._loaded.pop(module, None)
+
+
+def generation(module: str) -> int:
+    """How many times this process has re-initialised the module (see `reinitialize`)."""
+    with _lock:
+        return _generation.get(module, 0)
+
+
+def reinitialize(module: str, seen: int) -> int:
+    """C_Finalize then C_Initialize again on the next `load`: after a token was removed, a
+    network HSM dropped its connection or the module reported CKR_GENERAL_ERROR, most modules
+    (SoftHSM included: it scans its token directory only in C_Initialize) recover only through
+    a new initialisation. Every session of the process becomes invalid (PKCS#11 v2.40 5.4), so
+    the caller must hold no session open, and every pool logs in again.
+
+    `seen` is the generation the caller's failing sessions belong to: when another pool of the
+    process has already re-initialised since, nothing is done again (no ping-pong between
+    pools). Returns the current generation."""
+    with _idle:
+        current = _generation.get(module, 0)
+        if seen != current:
+            return current
+        if not _idle.wait_for(lambda: _active.get(module, 0) == 0, timeout=FINALIZE_WAIT):
+            return current  # still busy: the caller stays unavailable and tries again later
+        entry = _loaded.get(module)
+        if entry is not None and entry[0] == os.getpid():
+            try:
+                ctypes.CDLL(entry[1].so).C_Finalize(None)
+            except OSError:  # pragma: no cover - the module file itself vanished
+                pass
+        _loaded.pop(module, None)
+        pkcs11._loaded.pop(module, None)
+        _generation[module] = current + 1
+        return current + 1

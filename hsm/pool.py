@@ -3,6 +3,12 @@
 Login state in PKCS#11 belongs to the application, not the session: one "anchor" session logs in
 and stays open; pooled sessions are opened without a PIN and inherit the login (closing them does
 not log the process out). After fork() the pool notices the new pid and starts afresh.
+
+When the HSM fails (token removed, network HSM unreachable, module error) every use raises
+`HsmUnavailable` with a `retry_after` hint, and the pool heals itself without a restart: it drops
+its sessions, re-initialises the module (C_Finalize + C_Initialize, see hsm.library), logs in
+again, and while the HSM stays down it tries at most once per `retry_interval` seconds, answering
+the others at once. docs/faults.md describes what each PKCS#11 error means here.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import pkcs11
@@ -22,11 +29,19 @@ from hsm.config import HsmConfig, HsmConfigError
 
 log = logging.getLogger(__name__)
 
-# Errors after which the session (or the whole login) cannot be trusted any more.
+# Errors after which the session (or the whole login) cannot be trusted any more. Handles that
+# turn invalid under us mean the token's objects were unloaded: SoftHSM answers so when its token
+# directory disappears, a network HSM after a fail-over.
 FATAL = (p11e.DeviceRemoved, p11e.DeviceError, p11e.TokenNotPresent, p11e.TokenNotRecognised,
          p11e.SessionHandleInvalid, p11e.SessionClosed, p11e.UserNotLoggedIn,
-         p11e.GeneralError, p11e.DeviceMemory, p11e.HostMemory)
+         p11e.GeneralError, p11e.DeviceMemory, p11e.HostMemory, p11e.FunctionFailed,
+         p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
 UNAVAILABLE = FATAL + (p11e.NoSuchToken, p11e.PKCS11Error)
+RETRY_AFTER = 3  # seconds a client is told to wait (HTTP Retry-After) while the HSM is down
+
+
+def _unavailable(message: str) -> HsmUnavailable:
+    return HsmUnavailable(message, retry_after=RETRY_AFTER)
 
 
 class PooledSession:
@@ -48,10 +63,16 @@ class PooledSession:
 
 
 class SessionPool:
-    def __init__(self, config: HsmConfig, acquire_timeout: float = 30.0) -> None:
+    def __init__(self, config: HsmConfig, acquire_timeout: float = 30.0,
+                 retry_interval: float | None = None) -> None:
         self.config = config
         self.acquire_timeout = acquire_timeout
+        self.retry_interval = retry_interval if retry_interval is not None else float(
+            os.environ.get("GOVCA_HSM_RETRY_SECONDS", "1"))
         self._lock = threading.Lock()
+        self._needs_reinit = False
+        self._down_until = 0.0  # while the HSM is down: no new attempt before this
+        self._down_message = ""
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -60,6 +81,7 @@ class SessionPool:
         self._opened = 0
         self._anchor: pkcs11.Session | None = None
         self._token: pkcs11.Token | None = None
+        self._generation = library.generation(self.config.module)
         self._slots = threading.BoundedSemaphore(self.config.pool_size)
 
     # -- token and login ------------------------------------------------------------------
@@ -67,43 +89,73 @@ class SessionPool:
         if self._pid != os.getpid():
             # Forked: the parent's sessions are not ours. Do not close them (that would log the
             # parent out); just forget them.
+            self._needs_reinit = False
+            self._down_until = 0.0
             self._reset_state()
         if self._token is not None and self._anchor is not None:
-            return self._token
+            if self._generation == library.generation(self.config.module):
+                return self._token
+            self._reset_state()  # another pool re-initialised the module: our sessions are gone
+        if time.monotonic() < self._down_until:
+            raise _unavailable(self._down_message)
+        try:
+            token = self._login()
+        except HsmUnavailable as exc:
+            self._down_until = time.monotonic() + self.retry_interval
+            self._down_message = exc.message
+            raise
+        if self._needs_reinit:
+            log.warning("HSM available again: token %r logged in", self.config.token_label)
+        self._needs_reinit, self._down_until = False, 0.0
+        return token
+
+    def _login(self) -> pkcs11.Token:
         self.config.apply_environment()
+        if self._needs_reinit:
+            # Sessions of this pool are gone; re-initialise unless another pool just did.
+            library.reinitialize(self.config.module, self._generation)
+            self._generation = library.generation(self.config.module)
         try:
             lib = library.load(self.config.module)
             token = lib.get_token(token_label=self.config.token_label)
         except p11e.NoSuchToken:
-            raise HsmUnavailable(f"no token labelled {self.config.token_label!r} in "
-                                 f"{self.config.module}") from None
+            self._needs_reinit = True  # a module rescans its slots only in C_Initialize
+            raise _unavailable(f"no token labelled {self.config.token_label!r} in "
+                               f"{self.config.module}") from None
         except UNAVAILABLE as exc:
+            self._needs_reinit = True
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise HsmUnavailable(f"the PKCS#11 module {self.config.module} cannot be used "
-                                 f"({detail})") from None
+            raise _unavailable(f"the PKCS#11 module {self.config.module} cannot be used "
+                               f"({detail})") from None
         try:
             pin = self.config.read_pin()
         except HsmConfigError as exc:
-            raise HsmUnavailable(str(exc)) from None
+            raise _unavailable(str(exc)) from None
         try:
             anchor = token.open(user_pin=pin)
         except p11e.UserAlreadyLoggedIn:
             anchor = token.open()
         except p11e.PinIncorrect:
-            raise HsmUnavailable("the token rejected the PIN in "
-                                 f"{self.config.pin_file}") from None
+            raise _unavailable("the token rejected the PIN in "
+                               f"{self.config.pin_file}") from None
         except p11e.PinLocked:
-            raise HsmUnavailable("the token's user PIN is locked") from None
+            raise _unavailable("the token's user PIN is locked") from None
         except UNAVAILABLE as exc:
-            raise HsmUnavailable(f"cannot log in to the token: {type(exc).__name__}") from None
+            self._needs_reinit = True
+            raise _unavailable(f"cannot log in to the token: {type(exc).__name__}") from None
         self._token, self._anchor = token, anchor
         return token
 
-    def reset(self) -> None:
-        """Forget every session (after a fatal error); the next use logs in again."""
+    def reset(self, reinitialize: bool = False) -> None:
+        """Forget every session (after a fatal error); the next use logs in again, after
+        re-initialising the module when `reinitialize` (the token or module failed)."""
         with self._lock:
             old_idle, anchor, same_process = self._idle, self._anchor, self._pid == os.getpid()
+            generation = self._generation
             self._reset_state()
+            if reinitialize and same_process:
+                self._needs_reinit = True
+                self._generation = generation  # the generation whose sessions failed
         if not same_process:
             return
         while True:
@@ -122,6 +174,14 @@ class SessionPool:
     def close(self) -> None:
         self.reset()
 
+    def _token_present(self) -> bool:
+        """Ask the module again for our token (C_GetSlotList + C_GetTokenInfo)."""
+        try:
+            library.load(self.config.module).get_token(token_label=self.config.token_label)
+            return True
+        except Exception:  # noqa: BLE001 - any failure here means "not present"
+            return False
+
     # -- sessions ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def session(self) -> Iterator[PooledSession]:
@@ -129,7 +189,7 @@ class SessionPool:
             token = self._ensure_login()
             slots, idle = self._slots, self._idle
         if not slots.acquire(timeout=self.acquire_timeout):
-            raise HsmUnavailable("all HSM sessions are busy; try again")
+            raise _unavailable("all HSM sessions are busy; try again")
         ps: PooledSession | None = None
         try:
             try:
@@ -138,22 +198,28 @@ class SessionPool:
                 try:
                     ps = PooledSession(token.open())
                 except UNAVAILABLE as exc:
-                    self.reset()
-                    raise HsmUnavailable(f"cannot open an HSM session: {type(exc).__name__}") from None
+                    self.reset(reinitialize=True)
+                    raise _unavailable(f"cannot open an HSM session: {type(exc).__name__}") from None
             try:
-                yield ps
+                with library.using(self.config.module):
+                    yield ps
             except FATAL as exc:
                 log.warning("PKCS#11 fatal error %s: resetting the session pool", type(exc).__name__)
                 ps = None
-                self.reset()
-                raise HsmUnavailable(f"the HSM failed: {type(exc).__name__}") from None
+                self.reset(reinitialize=True)
+                raise _unavailable(f"the HSM failed: {type(exc).__name__}") from None
             except p11e.NoSuchKey:
-                raise HsmUnavailable(f"the key is not in token {self.config.token_label!r} "
-                                     f"(was the token replaced or restored?)") from None
+                message = (f"the key is not in token {self.config.token_label!r} "
+                           f"(was the token replaced or restored?)")
+                if not self._token_present():
+                    ps = None  # the token went away under us, not just the key
+                    self.reset(reinitialize=True)
+                    message = f"the token {self.config.token_label!r} is not present"
+                raise _unavailable(message) from None
             except p11e.PKCS11Error as exc:
                 # Any other PKCS#11 failure: the session itself is still usable.
-                raise HsmUnavailable(f"the HSM refused the operation: "
-                                     f"{type(exc).__name__}") from None
+                raise _unavailable(f"the HSM refused the operation: "
+                                   f"{type(exc).__name__}") from None
         finally:
             if ps is not None and idle is self._idle:
                 idle.put(ps)
@@ -167,12 +233,18 @@ class SessionPool:
         try:
             session = token.open(rw=True)
         except UNAVAILABLE as exc:
-            raise HsmUnavailable(f"cannot open a read-write HSM session: {type(exc).__name__}") from None
+            self.reset(reinitialize=True)
+            raise _unavailable(f"cannot open a read-write HSM session: "
+                               f"{type(exc).__name__}") from None
         try:
-            yield session
+            with library.using(self.config.module):
+                yield session
+        except FATAL as exc:
+            self.reset(reinitialize=True)
+            raise _unavailable(f"the HSM failed: {type(exc).__name__}") from None
         except p11e.PKCS11Error as exc:
-            raise HsmUnavailable(f"the HSM refused the key operation: "
-                                 f"{type(exc).__name__}") from None
+            raise _unavailable(f"the HSM refused the key operation: "
+                               f"{type(exc).__name__}") from None
         finally:
             with contextlib.suppress(Exception):
                 session.close()

@@ -24,3 +24,4 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(audit_pages_bp)
     from ra_portal.web.ops_pages import bp as ops_pages_bp
     app.register_blueprint(ops_pages_bp)
+    __import__("ra_portal.web.unavailable").web.unavailable.init_app(app)  # issue 8: 503 pages

@@ -11,14 +11,15 @@ from sqlalchemy import case, select, true, update
 
 from ca import audit
 from ca.clock import Clock
-from ca.errors import CAError, Conflict, PermissionDenied
+from ca.errors import CAError, Conflict, HsmUnavailable, PermissionDenied
 from ca.issuance.service import IssuanceService, IssueRequest
+from ca.ra import notify  # e-mail notices (outbox)
 from ca.ra import restore  # issue 6: the restore branch
 from ca.ra.roles import Caller
 from ca.ra.scope import Scope
 from ca.ra.subscribers import require_active_domain
 from ca.revocation import revoke
-from ca.store.database import Database
+from ca.store.database import Database, is_transient
 from ca.store.models import Certificate
 from ca.store.models_ra import RaRequest
 
@@ -116,6 +117,9 @@ def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceServi
             cert = issuance.issue(IssueRequest(
                 ca=ca_name, profile=data["profile"], csr=data["csr"], actor=actor,
                 subscriber_id=data["sub"],
+                # a change without a CSR re-certifies the key of the certificate it replaces
+                reuse_key_serial=(data["target"] if kind == "change" and not data["csr"]
+                                  else None),
                 validity_days=(data["days"] or (1095 if kind == "renew" else None)),
                 not_after=old_not_after if kind == "change" else None, details=details))
             serial, final = cert.serial, "issued"
@@ -129,9 +133,18 @@ def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceServi
             revoke(db, clock, serial=data["target"], reason=data["reason"], actor=actor,
                    details=details)
         # restore: the key-device operation is carried out on the token; approval completes it.
+    except HsmUnavailable:
+        # issue 8: the HSM is down; nothing was signed or released (the reserved serial is
+        # marked failed). Undo the approval so that it can be given again when the HSM is back.
+        undo_approval(db, clock, request_id, actor=actor)
+        raise
     except CAError as exc:
         final, failure = "failed", f"{exc.code}: {exc.message}"
     except Exception as exc:  # the CA must not leave a request hanging in 'approved'
+        if is_transient(exc):  # issue 8: the database dropped mid-way; see resolve_interrupted
+            if resolve_interrupted(db, clock, request_id, actor=actor) == "submitted":
+                raise
+            return _reload(db, request_id)
         log.exception("request %s failed", request_id)
         final, failure = "failed", f"internal_error: {type(exc).__name__}"
     now = clock.now()
@@ -150,6 +163,83 @@ def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceServi
         audit.record(s, f"request.{final}", actor=actor, at=now, target=f"request:{request_id}",
                      domain_id=req.domain_id,
                      details={"certificate_serial": serial, "failure": failure})
+        notify.request_event(s, clock, request_id, final)  # e-mail outbox (docs/notices.md)
         if issued is not None:  # restore: shown once by the caller, never stored in clear
             req.unblock_code, req.unblock_expires_at = issued.code, issued.expires_at
         return req
+
+
+def undo_approval(db: Database, clock: Clock, request_id: int, *, actor: str,
+                  reason: str = "hsm_unavailable") -> bool:
+    """issue 8: an approved request that could not be carried out for an outage (HSM down)
+    goes back to 'submitted' with its approval slots empty, audited; False if it had moved on.
+    A conditional UPDATE, so retrying it after a dropped connection (Database.run) is safe."""
+    def work(s) -> bool:
+        done = s.execute(update(RaRequest).where(RaRequest.id == request_id,
+                                                 RaRequest.state == "approved")
+                         .values(state="submitted", approved_by=None, approved_at=None,
+                                 central_approved_by=None, central_approved_at=None))
+        if done.rowcount != 1:
+            return False
+        req = s.get(RaRequest, request_id)
+        audit.record(s, "request.approve.undone", actor=actor, at=clock.now(),
+                     target=f"request:{request_id}", domain_id=req.domain_id,
+                     details={"reason": reason})
+        return True
+    return db.run(work)
+
+
+def resolve_interrupted(db: Database, clock: Clock, request_id: int, *, actor: str) -> str:
+    """issue 8: a request left 'approved' by a database outage (the connection dropped while it
+    was carried out; a COMMIT may or may not have reached the server). If its certificate was
+    stored (a `cert.issue` event names the request) or its revocation took effect, the request
+    is completed with that result; otherwise its approval is undone so that it can be given
+    again. Nothing is replayed blindly. Returns the request's state afterwards."""
+    import json
+    from ca.store.models import AuditEvent
+
+    def work(s) -> str | None:
+        req = s.get(RaRequest, request_id)
+        if req is None or req.state != "approved":
+            return req.state if req is not None else "missing"
+        kind, domain_id, target = req.type, req.domain_id, req.target_serial
+        since = min(t for t in (req.approved_at, req.central_approved_at, req.submitted_at,
+                                req.created_at) if t is not None)
+        serial, final = None, None
+        if kind in ("issue", "renew", "change"):
+            for ev_target, text in s.execute(select(AuditEvent.target, AuditEvent.details).where(
+                    AuditEvent.action == "cert.issue", AuditEvent.at >= since)):
+                if json.loads(text or "{}").get("request_id") == request_id:
+                    serial, final = ev_target.split(":", 1)[1], "issued"
+        elif kind == "revoke" and target:
+            revoked = s.execute(select(Certificate.revoked_at).where(
+                Certificate.serial == target)).scalars().first()
+            final = "done" if revoked is not None else None
+        if final is None:
+            return None
+        now = clock.now()
+        s.execute(update(RaRequest).where(RaRequest.id == request_id,
+                                          RaRequest.state == "approved")
+                  .values(state=final, certificate_serial=serial, completed_at=now))
+        audit.record(s, f"request.{final}", actor=actor, at=now,
+                     target=f"request:{request_id}", domain_id=domain_id,
+                     details={"certificate_serial": serial, "failure": None, "recovered": True})
+        return final
+
+    state = db.run(work)
+    if state is not None:
+        return state
+    if undo_approval(db, clock, request_id, actor=actor, reason="database_unavailable"):
+        return "submitted"
+    return _reload(db, request_id).state  # decided meanwhile by someone else
+
+
+def recover_interrupted(db: Database, clock: Clock, older_than, *, actor: str) -> list:
+    """issue 8: resolve every request left 'approved' for longer than `older_than` (a process
+    died or lost the database while carrying it out): [(request id, state afterwards)]."""
+    cutoff = clock.now() - older_than
+    with db.transaction() as s:
+        ids = list(s.execute(select(RaRequest.id).where(
+            RaRequest.state == "approved", RaRequest.approved_at <= cutoff)
+            .order_by(RaRequest.id)).scalars())
+    return [(rid, resolve_interrupted(db, clock, rid, actor=actor)) for rid in ids]

@@ -20,14 +20,20 @@ STATUS = [(AuthenticationFailed, 401), (NotFound, 404), (PermissionDenied, 403),
           (HsmUnavailable, 503)]
 
 
-def error(status: int, code: str, message: str, field: str | None = None):
+def error(status: int, code: str, message: str, field: str | None = None,
+          retry_after: int | None = None):
     body = {"code": code, "message": message}
     if field:
         body["field"] = field
+    if retry_after is not None:
+        body["retry_after"] = retry_after
     resp = jsonify({"error": body})
     resp.status_code = status
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="govca"'
+    if retry_after is not None:  # RFC 9110 10.2.3, with 503
+        resp.headers["Retry-After"] = str(retry_after)
+        resp.headers["Cache-Control"] = "no-store"
     return resp
 
 
@@ -37,7 +43,19 @@ def _ca_error(exc: CAError):
     if status == 500:
         log.error("unexpected CA error %s: %s", exc.code, exc.message)
         return error(500, "internal_error", "the request could not be completed")
+    if status == 503:
+        from ra_portal.web.unavailable import retry_after
+        return error(503, exc.code, exc.message, exc.field, retry_after=retry_after(exc))
     return error(status, exc.code, exc.message, exc.field)
+
+
+def _database_down(exc: Exception):
+    from ca.store.database import RETRY_AFTER
+    log.warning("database unavailable during %s %s: %s", request.method, request.path,
+                type(exc).__name__)
+    return error(503, "database_unavailable", "the database cannot be reached now; retry "
+                 "later (read the object back first if you need to know whether an earlier "
+                 "attempt went through)", retry_after=RETRY_AFTER)
 
 
 @bp.app_errorhandler(HTTPException)
@@ -59,6 +77,9 @@ def _http_error(exc: HTTPException):
 def _unexpected(exc: Exception):
     if isinstance(exc, HTTPException):
         return _http_error(exc)
+    from ca.store.database import is_transient
+    if is_transient(exc):
+        return _database_down(exc)
     log.exception("unexpected error in the API")
     return error(500, "internal_error", "the request could not be completed")
 
@@ -118,3 +139,6 @@ def json_body() -> dict:
 
 from ra_portal.api import v1_subscribers, v1_requests, openapi  # noqa: E402,F401
 from ra_portal.api import v1_organizations  # noqa: E402,F401
+from ra_portal.api import v1_tokens  # noqa: E402,F401
+from ra_portal.api import v1_transfers  # noqa: E402,F401
+from ra_portal.api import v1_reorg  # noqa: E402,F401

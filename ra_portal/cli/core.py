@@ -188,6 +188,12 @@ def ca_recover(svc, older_than_minutes):
     for item in done:
         click.echo(f"abandoned {item}")
     click.echo(f"{len(done)} intent(s) resolved")
+    # issue 8: requests left 'approved' by a crash or a database outage while carried out.
+    from ca.ra.approval import recover_interrupted
+    for rid, state in recover_interrupted(svc.db, svc.clock,
+                                          dt.timedelta(minutes=older_than_minutes),
+                                          actor="system:recovery"):
+        click.echo(f"request {rid}: {state}")
 
 
 # --- certificates ----------------------------------------------------------------------------
@@ -281,7 +287,10 @@ def cert_show(svc, serial, ca_name, pem):
 @main.command()
 @click.option("--listen", default=None, help="host:port (default GOVCA_LISTEN or 127.0.0.1:8080)")
 @click.option("--workers", type=int, default=2, show_default=True)
-def serve(listen, workers):
+@click.option("--relying-parties", is_flag=True,
+              help="tune for OCSP/CRL traffic: the OCSP worker (crl/gunicorn_worker.py), 16 "
+                   "threads, keep-alive, no per-request access log (docs/deployment.md)")
+def serve(listen, workers, relying_parties):
     """Serve the web application with gunicorn."""
     import os
     from ra_portal.settings import Settings
@@ -293,6 +302,11 @@ def serve(listen, workers):
     if creds.exists():
         click.echo(f"demo logins: {creds}")
     os.environ.setdefault("GOVCA_SCHEDULER", "inprocess")  # CRL/OCSP freshness (crl/scheduler.py)
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", listen, "--workers",
-                               str(workers), "--access-logfile", "-", "wsgi:app"])
+    args = [sys.executable, "-m", "gunicorn", "--bind", listen, "--workers", str(workers)]
+    if relying_parties:
+        args += ["--worker-class", "crl.gunicorn_worker.OcspWorker", "--threads", "16",
+                 "--keep-alive", "30"]
+    else:
+        args += ["--access-logfile", "-"]
+    os.execvp(sys.executable, [*args, "wsgi:app"])
 
