@@ -86,6 +86,8 @@ def revoke(db: Database, clock: Clock, *, serial: str, reason: str, actor: str,
                               **(details or {})})
         s.refresh(row)
         _ = row.ca.name  # loaded now: callers read row.ca after the session has closed
+        from ca.ra import notify  # e-mail outbox, in this transaction (docs/notices.md)
+        notify.certificate_revoked(s, clock, row)
         return row
 
 

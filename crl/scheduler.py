@@ -26,7 +26,17 @@ CHECKPOINT_INTERVAL = 600.0  # seconds between audit checkpoints (signed only wh
 REMINDER_INTERVAL = 86400.0  # expiry reminders: daily
 RUN_RETENTION = dt.timedelta(days=14)  # scheduler_run rows older than this are pruned
 JOB_NAMES = ("renew_responders", "publish_crls", "refresh_ocsp", "audit_checkpoint",
-             "expiry_reminders")
+             "expiry_reminders", "deliver_notices", "reorg_worker")
+OUTBOX_INTERVAL = 60.0  # e-mail outbox retries (docs/notices.md)
+# Reorganisation plans (docs/reorganisation.md): every REORG_INTERVAL the leader runs the
+# plans in state 'running' for at most REORG_SLICE_SECONDS (REORG_SLICE_ITEMS items, None =
+# no limit) in all, so the other jobs keep their schedule; the plan stays running between
+# slices. Share of the HSM: GOVCA_REORG_SHARE (default 0.5); signing rate: GOVCA_REORG_HSM_RATE,
+# else measured once per process.
+REORG_INTERVAL = 5.0
+REORG_SLICE_SECONDS = 20.0
+REORG_SLICE_ITEMS: int | None = None
+REORG_DEFAULT_SHARE = 0.5
 
 
 class Lease:
@@ -96,6 +106,90 @@ class RelyingPartyJobs:
         from ca.ra.notify import SmtpConfig, run_expiry_reminders
         return run_expiry_reminders(self.svc.db, self.svc.clock, SmtpConfig.from_env(os.environ))
 
+    def deliver_notices(self):
+        """Send the e-mail notices still waiting in the outbox (retries with back-off)."""
+        from ca.ra.outbox import run_outbox
+        return run_outbox(self.svc.db, self.svc.clock)
+
+    _reorg_runner = None  # one Runner (one owner, one token bucket) per process
+
+    def _reorg_worker_runner(self):
+        from ca.reorg.executor import Runner
+        if self._reorg_runner is None:
+            env = os.environ
+            try:
+                share = float(env.get("GOVCA_REORG_SHARE") or REORG_DEFAULT_SHARE)
+            except ValueError:
+                share = REORG_DEFAULT_SHARE
+            share = min(1.0, max(0.01, share))
+            try:
+                rate = float(env.get("GOVCA_REORG_HSM_RATE") or 0)
+            except ValueError:
+                rate = 0.0
+            if rate <= 0:
+                from ca.reorg.throttle import ca_sign_rate
+                rate = ca_sign_rate(self.svc.db, self.svc.keys)
+            self._reorg_runner = Runner(self.svc.db, self.svc.issuance(), self.svc.clock,
+                                        hsm_rate=rate, share=share)
+        return self._reorg_runner
+
+    def reorg_due(self) -> bool:
+        """Is a plan running? (A cheap look before the 5-second tick records a run.)"""
+        from ca.store.models_reorg import ReorgPlan
+        with self.svc.db.transaction() as s:
+            return s.execute(select(ReorgPlan.id).where(ReorgPlan.state == "running")
+                             .limit(1)).first() is not None
+
+    def reorg_worker(self):
+        """Run the reorganisation plans in state 'running' for one bounded slice (leader only).
+        A plan whose lease another live worker holds (`govca reorg run`) is skipped: the
+        executor's own lease decides; paused, cancelled and done plans are not touched."""
+        import time
+        from ca.errors import CAError, Conflict
+        from ca.reorg.executor import LeaseLost
+        from ca.store.models_reorg import ReorgPlan
+        with self.svc.db.transaction() as s:
+            plan_ids = list(s.execute(select(ReorgPlan.id).where(
+                ReorgPlan.state == "running").order_by(ReorgPlan.id)).scalars())
+        if not plan_ids:
+            return {}
+        runner = self._reorg_worker_runner()
+        deadline = time.perf_counter() + REORG_SLICE_SECONDS
+        out, failed = {}, None
+        for plan_id in plan_ids:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            try:
+                r = runner.run(plan_id, max_seconds=left, max_items=REORG_SLICE_ITEMS)
+            except Conflict as exc:
+                if exc.code != "busy":
+                    log.warning("reorg worker: plan %s not run: %s", plan_id, exc.message)
+                out[plan_id] = exc.code
+                continue
+            except LeaseLost:
+                out[plan_id] = "lease_lost"
+                continue
+            except CAError as exc:
+                log.warning("reorg worker: plan %s stopped: %s", plan_id, exc.message)
+                out[plan_id] = exc.code
+                continue
+            except Exception as exc:  # noted on the job (last_error); the other plans go on
+                log.exception("reorg worker: plan %s failed", plan_id)
+                failed = failed or exc
+                out[plan_id] = f"error: {type(exc).__name__}"
+                continue
+            out[plan_id] = {"state": r.state, "processed": r.processed, "done": r.done,
+                            "failed": r.failed, "total": r.total}
+            if r.state == "done" and r.processed:
+                try:  # as `govca reorg run`: a fresh full CRL carries the plan's revocations
+                    self.publisher.publish("issuing", "full")
+                except Exception:  # the CRL job publishes on its own interval anyway
+                    log.exception("reorg worker: CRL after plan %s not published", plan_id)
+        if failed is not None:  # the run is recorded as failed; the next tick retries
+            raise failed
+        return out
+
     def run_once(self) -> dict:
         return {"responders": self.renew_responders(), "crls": self.publish_crls(),
                 "ocsp": self.refresh_ocsp()}
@@ -163,6 +257,22 @@ class Scheduler:
         run.__name__ = name
         return run
 
+    def _guarded_if_due(self, name: str, fn, due):
+        """As _guarded, but an idle tick (due() false) records no `scheduler_run` row, so a
+        5-second job does not fill the operations page when there is nothing to do."""
+        guarded = self._guarded(name, fn)
+
+        def run():
+            try:
+                if not due():
+                    return
+            except Exception:
+                log.exception("scheduler job %s: could not check whether it is due", name)
+                return
+            guarded()
+        run.__name__ = name
+        return run
+
     def run_job(self, name: str):
         """Run one named job now, as the leader only, recorded in `scheduler_run`; None when
         another process leads."""
@@ -189,11 +299,17 @@ class Scheduler:
                           coalesce=True, misfire_grace_time=max(1, int(self.interval)))
         if getattr(self.jobs, "svc", None) is not None:
             for i, (name, every) in enumerate((("audit_checkpoint", CHECKPOINT_INTERVAL),
-                                               ("expiry_reminders", REMINDER_INTERVAL))):
+                                               ("expiry_reminders", REMINDER_INTERVAL),
+                                               ("deliver_notices", OUTBOX_INTERVAL))):
                 sched.add_job(self._guarded(name, getattr(self.jobs, name)), "interval",
                               seconds=every, id=name, max_instances=1, coalesce=True,
                               next_run_time=start + dt.timedelta(seconds=5 + i),
                               misfire_grace_time=max(1, int(self.interval)))
+            sched.add_job(self._guarded_if_due("reorg_worker", self.jobs.reorg_worker,
+                                               self.jobs.reorg_due), "interval",
+                          seconds=REORG_INTERVAL, id="reorg_worker", max_instances=1,
+                          coalesce=True, next_run_time=start + dt.timedelta(seconds=8),
+                          misfire_grace_time=max(1, int(REORG_INTERVAL)))
 
     def start_background(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler

@@ -182,7 +182,9 @@ def seed_users(session, at: dt.datetime) -> list[tuple[str, str, str, str | None
         if username in existing:
             continue
         new = create_user(session, system, username=username, role=role, at=at,
-                          domain_code=domain, subscriber_ref=sub_id)
+                          domain_code=domain, subscriber_ref=sub_id,
+                          email=None if sub_id else  # example address for notices
+                          f"{username.replace('.', '-')}@{domain or 'govca'}.gov.vn")
         created.append((username, role, new.password, new.totp_secret))
     return created
 

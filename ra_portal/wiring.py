@@ -35,6 +35,8 @@ class Services:
     profiles: dict[str, Profile]
     _keys: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sealer: object = None  # SO-PIN escrow (docs/tokens.md)
+    _sealer_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def keys(self):
@@ -47,6 +49,17 @@ class Services:
                 from hsm.store import HsmKeyStore
                 self._keys = HsmKeyStore(self.settings.hsm)
             return self._keys
+
+    def escrow_sealer(self):
+        """The SO-PIN escrow sealer in the CA token (hsm.escrow), its wrapping key created on
+        first use (docs/tokens.md)."""
+        with self._sealer_lock:
+            if self._sealer is None:
+                from hsm.escrow import HsmSealer
+                sealer = HsmSealer(self.keys.pool)
+                sealer.ensure_key()
+                self._sealer = sealer
+            return self._sealer
 
     def issuance(self) -> IssuanceService:
         return IssuanceService(self.db, self.keys, self.clock, self.profiles,

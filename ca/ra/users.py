@@ -85,9 +85,10 @@ def _check_grant(session: Session, by: Caller, role: str, domain: RaDomain | Non
 def create_user(session: Session, by: Caller, *, username: str, role: str, at: dt.datetime,
                 domain_code: str | None = None, organization_id: int | None = None,
                 subscriber_ref: int | None = None, password: str | None = None,
-                totp_secret: str | None = None) -> NewUser:
+                totp_secret: str | None = None, email: str | None = None) -> NewUser:
     """Create a user. Domain roles need a domain; subscribers need a subscriber (its domain)."""
     username = (username or "").strip().lower()
+    email = clean_user_email(email)
     if not USERNAME_RE.match(username):
         raise InvalidInput("a username is 2-64 characters: a-z, 0-9, '.', '_' or '-'",
                            field="username")
@@ -138,15 +139,35 @@ def create_user(session: Session, by: Caller, *, username: str, role: str, at: d
                   subscriber_id=subscriber.id if subscriber else None,
                   password_hash=hash_password(password), totp_secret=totp_secret,
                   failed_logins=0, active=True, auth_epoch=1, created_at=at,
-                  created_by=by.actor)
+                  created_by=by.actor, email=email)
     session.add(user)
     session.flush()
     audit.record(session, "user.create", actor=by.actor, at=at, target=f"user:{username}",
                  domain_id=user.domain_id,
                  details={"role": role, "organization_id": user.organization_id,
                           "subscriber_id": user.subscriber_id,
-                          "second_factor": totp_secret is not None})
+                          "second_factor": totp_secret is not None, "email": email})
     return NewUser(user=user, password=password, totp_secret=totp_secret)
+
+
+def clean_user_email(email: str | None) -> str | None:
+    """The e-mail for notices (docs/notices.md): optional, ASCII, one '@'."""
+    from ca.names import clean_email
+    if email is None or not str(email).strip():
+        return None
+    email = clean_email(str(email).strip())
+    local, at, domain = email.partition("@")
+    if not (local and at and domain and "@" not in domain and "." in domain):
+        raise InvalidInput("an e-mail address looks like name@agency.gov.vn", field="email")
+    return email
+
+
+def set_email(session: Session, user: RaUser, email: str | None, *, actor: str,
+              at: dt.datetime) -> None:
+    """Set or clear the user's notice address (audited)."""
+    user.email = clean_user_email(email)
+    audit.record(session, "user.email", actor=actor, at=at, target=f"user:{user.username}",
+                 domain_id=user.domain_id, details={"email": user.email})
 
 
 def find_user(session: Session, username: str) -> RaUser:

@@ -36,6 +36,7 @@ class RaUser(Base):
     created_at: Mapped[dt.datetime]
     created_by: Mapped[str] = mapped_column(String(128))
     last_login_at: Mapped[Optional[dt.datetime]]
+    email: Mapped[Optional[str]] = mapped_column(String(254))  # e-mail notices (docs/notices.md)
 
     domain: Mapped[Optional[RaDomain]] = relationship()
     organization: Mapped[Optional[Organization]] = relationship()

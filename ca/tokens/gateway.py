@@ -1,7 +1,10 @@
-"""GovCA's side of the RA-workstation token protocol: the bodies the REST API will expose.
+"""GovCA's side of the RA-workstation token protocol, exposed one to one by /api/v1/tokens/*.
 
 Every method takes and returns JSON-ready values (DER as base64), so the same object serves an
-in-process caller, the local pipe transport of `govca token` and, later, /api/v1 endpoints.
+in-process caller (`govca token` on the CA's own console) and the REST API. With a `caller`
+(the API) every device and holder is looked up inside the caller's delegation: outside it they
+answer exactly like missing ones. Enrolment needs the `subscriber.write` permission (RA officer,
+central operator); an unblock may also be run by the holder (with the token in hand).
 """
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ from sqlalchemy.orm import Session
 
 from ca import audit
 from ca.clock import Clock
-from ca.errors import Conflict, InvalidInput
+from ca.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from ca.ra.roles import Caller
+from ca.ra.scope import Scope
 from ca.registry import find_subscriber
 from ca.store.database import Database
-from ca.store.models import CertificateAuthority
+from ca.store.models import CertificateAuthority, Subscriber
 from ca.store.models_tokens import KeyDevice
 from ca.tokens import escrow, registry, unblock
 from ca.tokens.escrow import Sealer
@@ -34,13 +39,48 @@ def unb64(text: str, field: str) -> bytes:
 
 
 class TokenGateway:
-    def __init__(self, db: Database, clock: Clock, issuance, sealer: Sealer, *, actor: str,
+    def __init__(self, db: Database, clock: Clock, issuance, sealer: Sealer, *,
+                 actor: str | None = None, caller: Caller | None = None,
                  ca: str = "issuing", profile: str = "personal") -> None:
+        if actor is None and caller is None:
+            raise ValueError("a TokenGateway acts for an actor or a caller")
         self.db, self.clock, self.issuance, self.sealer = db, clock, issuance, sealer
-        self.actor, self.ca, self.profile = actor, ca, profile
+        self.caller = caller
+        self.actor = actor or caller.actor
+        self.ca, self.profile = ca, profile
 
-    def _device(self, s: Session, device_id: int, serial: str | None = None) -> KeyDevice:
-        dev = registry.get_device(s, int(device_id), for_update=True)
+    # -- delegation -----------------------------------------------------------------------
+    def _visible(self, s: Session, holder_id: int) -> bool:
+        if self.caller is None:
+            return True
+        return s.execute(select(Subscriber.id).where(
+            Subscriber.id == holder_id, Scope(s, self.caller).subscribers())).first() is not None
+
+    def _may(self, holder_id: int, unblock_op: bool) -> bool:
+        if self.caller is None or self.caller.can("subscriber.write"):
+            return True
+        return unblock_op and self.caller.subscriber_id == holder_id
+
+    def _check(self, s: Session, holder_id: int, unblock_op: bool, missing: Exception) -> None:
+        if not self._visible(s, holder_id):
+            raise missing
+        if not self._may(holder_id, unblock_op):
+            what = "unblock this token" if unblock_op else "enrol tokens"
+            raise PermissionDenied(f"the role {self.caller.role} may not {what}",
+                                   code="forbidden")
+
+    def _device(self, s: Session, device_id: int, serial: str | None = None, *,
+                unblock_op: bool = False) -> KeyDevice:
+        try:
+            dev = registry.get_device(s, int(device_id), for_update=True)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInput("device_id is an integer", field="device_id") from None
+        except NotFound:
+            dev = None
+        missing = NotFound(f"no key device with id {device_id}", field="device")
+        if dev is None:
+            raise missing
+        self._check(s, dev.holder_id, unblock_op, missing)
         if serial is not None and dev.serial != serial:
             raise Conflict(f"the token presented (serial {serial}) is not device {dev.id} "
                            f"(registered serial {dev.serial})", field="serial",
@@ -55,6 +95,9 @@ class TokenGateway:
         now = self.clock.now()
         with self.db.transaction() as s:
             holder = find_subscriber(s, subscriber)
+            self._check(s, holder.id, False, NotFound(  # the same answer as a missing one
+                f"no subscriber with id or username {str(subscriber).strip()!r}",
+                field="subscriber"))
             if serial:
                 dev = s.execute(select(KeyDevice).where(
                     KeyDevice.serial == serial, KeyDevice.manufacturer == manufacturer,
@@ -84,8 +127,8 @@ class TokenGateway:
         """Keep the SO PIN (ciphertext only) before it is ever set on the token."""
         with self.db.transaction() as s:
             dev = self._device(s, device_id)
-            if dev.state != "new":
-                raise Conflict(f"device {dev.id} is {dev.state}; its SO PIN is already escrowed",
+            if dev.state != "new" or escrow.has_escrow(s, dev.id):
+                raise Conflict(f"device {dev.id} ({dev.state}): its SO PIN is already escrowed",
                                field="device", code="escrow_exists")
             escrow.store_so_pin(s, dev, so_pin, self.sealer, actor=self.actor,
                                 at=self.clock.now())
@@ -178,6 +221,9 @@ class TokenGateway:
         presented = {hashlib.sha256(unb64(c, "certificates")).hexdigest() for c in certificates}
 
         def verify(s: Session, dev: KeyDevice) -> None:
+            # A code of a device outside the caller's delegation answers like an unknown code.
+            self._check(s, dev.holder_id, True, unblock.UnblockRefused(
+                "this unblock code is not valid", field="code", code="unblock_code_wrong"))
             registered = {c.fingerprint_sha256 for c in registry.device_certificates(s, dev.id)}
             if registered and not registered & presented:
                 raise Conflict("the token presented does not hold the certificate registered "
@@ -198,7 +244,7 @@ class TokenGateway:
                     authorisation_id: int) -> KeyDevice:
         """SO-PIN rotation calls are only accepted right after this device's code was used."""
         from ca.store.models_tokens import UnblockAuthorisation
-        dev = self._device(s, device_id, serial)
+        dev = self._device(s, device_id, serial, unblock_op=True)
         auth = s.get(UnblockAuthorisation, int(authorisation_id))
         if (auth is None or auth.device_id != dev.id or auth.consumed_at is None
                 or self.clock.now() - auth.consumed_at > unblock.CODE_TTL):
@@ -229,9 +275,13 @@ class TokenGateway:
                      ) -> dict:
         now = self.clock.now()
         with self.db.transaction() as s:
-            dev = self._device(s, device_id, serial)
-            if so_pin_on_token and authorisation_id is not None:
+            dev = self._device(s, device_id, serial, unblock_op=True)
+            if ok and authorisation_id is None:
+                raise InvalidInput("authorisation_id is required: a device is restored only by "
+                                   "the unblock that used its code", field="authorisation_id")
+            if authorisation_id is not None:  # only right after this device's code was used
                 self._unblocking(s, device_id, serial, authorisation_id)
+            if so_pin_on_token and authorisation_id is not None:
                 escrow.settle_so_pin(s, dev, on_token=so_pin_on_token, actor=self.actor, at=now)
             if ok:
                 registry.transition(s, dev, "restored", actor=self.actor, at=now,

@@ -1,14 +1,21 @@
-"""A swappable transport between the RA workstation and GovCA's TokenGateway: JSON messages over
-a child process's pipes today (the GovCA side runs with its own HSM configuration); the same
-messages map one-to-one onto REST calls (`POST /api/v1/tokens/<method>`) later."""
+"""The RA workstation's client of GovCA's REST API (/api/v1/tokens/*): the same methods as
+ca.tokens.gateway.TokenGateway, over HTTPS (plain HTTP only to a loopback address), with the
+officer's (or holder's) API token. Standard library only (urllib).
+
+GovCA's error answers are turned back into the CAError they came from (the body's `kind`, else
+the HTTP status), so the workstation procedures handle them exactly as in process."""
 from __future__ import annotations
 
+import ipaddress
 import json
-import subprocess
-from typing import IO, Any
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
 
 from ca import errors
-from ca.errors import CAError, HsmUnavailable
+from ca.errors import CAError, ConfigurationError, HsmUnavailable
 
 METHODS = ("start", "escrow", "initialised", "issue", "complete", "abort", "redeem_unblock",
            "so_pin_state", "stage_so_pin", "unblock_done")
@@ -17,67 +24,100 @@ _KINDS = {cls.__name__: cls for cls in (errors.InvalidInput, errors.BadCSR,
                                         errors.PermissionDenied, errors.LintFailed,
                                         errors.IntegrityError, errors.HsmUnavailable,
                                         errors.ConfigurationError)}
+_BY_STATUS = {400: errors.InvalidInput, 401: errors.PermissionDenied, 403: errors.PermissionDenied,
+              404: errors.NotFound, 409: errors.Conflict, 413: errors.InvalidInput,
+              415: errors.InvalidInput, 422: errors.PolicyViolation, 503: errors.HsmUnavailable}
+MAX_ANSWER = 4 * 1024 * 1024
 
 
-def error_to_dict(exc: CAError) -> dict:
-    kind = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _KINDS), "CAError")
-    return {"kind": kind, "code": exc.code, "message": exc.message, "field": exc.field}
-
-
-def error_from_dict(d: dict) -> CAError:
-    cls = _KINDS.get(d.get("kind"), CAError)
+def error_from_answer(status: int, body: dict | None) -> CAError:
+    err = (body or {}).get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        err = {}
+    cls = _KINDS.get(err.get("kind")) or _BY_STATUS.get(status, CAError)
+    message = str(err.get("message") or f"GovCA answered HTTP {status}")
     if cls is errors.LintFailed:
-        return errors.LintFailed(d.get("message", ""), [])
-    return cls(d.get("message", "GovCA refused the request"), field=d.get("field"),
-               code=d.get("code"))
+        return errors.LintFailed(message, [])
+    return cls(message, field=err.get("field"), code=err.get("code"))
 
 
-def serve(gateway: Any, infile: IO[str], outfile: IO[str]) -> None:
-    """Answer one JSON request per line until end of input. Unexpected errors end the line
-    with a generic message (details stay on the server side's stderr, never secrets)."""
-    for line in infile:
-        if not line.strip():
-            continue
-        try:
-            msg = json.loads(line)
-            method, params = msg["method"], msg.get("params") or {}
-            if method not in METHODS or not isinstance(params, dict):
-                raise errors.InvalidInput(f"unknown method {method!r}", field="method")
-            reply = {"result": getattr(gateway, method)(**params)}
-        except CAError as exc:
-            reply = {"error": error_to_dict(exc)}
-        except (ValueError, KeyError, TypeError) as exc:
-            reply = {"error": {"kind": "InvalidInput", "code": "bad_message",
-                               "message": f"malformed request ({type(exc).__name__})"}}
-        outfile.write(json.dumps(reply) + "\n")
-        outfile.flush()
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-class PipeGateway:
-    """The workstation's end: a TokenGateway in a child process (`govca token gateway-serve`)."""
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would re-send (or drop) a body holding an SO PIN: refuse it."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None,
-                 timeout: float = 120.0) -> None:
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class HttpGateway:
+    """TokenGateway's methods as POST {url}/api/v1/tokens/<method> (underscores as hyphens)."""
+
+    def __init__(self, url: str, api_token: str, *, timeout: float = 120.0,
+                 cafile: str | None = None) -> None:
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigurationError(f"the GovCA URL must be https://host[:port] (got {url!r})",
+                                     field="url")
+        if parts.scheme == "http" and not _loopback(parts.hostname):
+            raise ConfigurationError("SO PINs travel in these calls: use https:// (plain http "
+                                     "only to a loopback address)", field="url")
+        if not api_token or not api_token.strip():
+            raise ConfigurationError("an API token is needed (govca user token USERNAME)",
+                                     field="api_token")
+        self.base = urllib.parse.urlunsplit((parts.scheme, parts.netloc,
+                                             parts.path.rstrip("/"), "", ""))
         self.timeout = timeout
-        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      env=env, text=True, bufsize=1)
+        self._token = api_token.strip()
+        handlers: list = [_NoRedirect()]
+        if parts.scheme == "https":
+            handlers.append(urllib.request.HTTPSHandler(
+                context=ssl.create_default_context(cafile=cafile)))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def call(self, method: str, **params: Any) -> dict:
-        if self._proc.poll() is not None:
-            raise HsmUnavailable("the GovCA gateway process has exited", code="gateway_down")
+        if method not in METHODS:
+            raise errors.InvalidInput(f"unknown method {method!r}", field="method")
+        url = f"{self.base}/api/v1/tokens/{method.replace('_', '-')}"
+        data = json.dumps({k: v for k, v in params.items() if v is not None}).encode()
+        req = urllib.request.Request(url, data=data, method="POST", headers={
+            "Content-Type": "application/json", "Accept": "application/json",
+            "Authorization": f"Bearer {self._token}"})
         try:
-            self._proc.stdin.write(json.dumps({"method": method, "params": params}) + "\n")
-            self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
-        except (BrokenPipeError, OSError):
-            line = ""
-        if not line:
-            raise HsmUnavailable("GovCA did not answer (gateway process ended)",
-                                 code="gateway_down")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise error_from_dict(reply["error"])
-        return reply["result"]
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                return self._json(resp.read(MAX_ANSWER + 1), resp.status)
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read(MAX_ANSWER) or b"null")
+            except ValueError:
+                body = None
+            finally:
+                exc.close()
+            raise error_from_answer(exc.code, body) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HsmUnavailable(f"GovCA cannot be reached at {self.base} "
+                                 f"({type(reason).__name__})", code="gateway_down") from None
+
+    @staticmethod
+    def _json(raw: bytes, status: int) -> dict:
+        if len(raw) > MAX_ANSWER:
+            raise HsmUnavailable("GovCA's answer is too large", code="gateway_bad_answer")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if status != 200 or not isinstance(body, dict):
+            raise HsmUnavailable(f"GovCA answered HTTP {status} without a JSON object",
+                                 code="gateway_bad_answer")
+        return body
 
     def __getattr__(self, name: str):
         if name not in METHODS:
@@ -85,10 +125,4 @@ class PipeGateway:
         return lambda **params: self.call(name, **params)
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.stdin.close()
-            try:
-                self._proc.wait(timeout=self.timeout)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                self._proc.kill()
-                self._proc.wait()
+        """Nothing is kept open between calls (one connection per call)."""

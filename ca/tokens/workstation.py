@@ -1,5 +1,6 @@
 """The RA-workstation procedures (enrol a token, unblock it) over two ports: the token device
-(hsm.token_ops.StaffToken) and GovCA (ca.tokens.gateway.TokenGateway or a transport to it).
+(hsm.token_ops.StaffToken) and GovCA (ca.tokens.gateway.TokenGateway in process, or
+ca.tokens.transport.HttpGateway: the same methods over /api/v1/tokens/*).
 
 Enrolment order, chosen so that a failure at any step leaves nothing half-done:
  1. check the holder's PIN against the policy (nothing touched yet)
@@ -43,7 +44,7 @@ class Device(Protocol):  # hsm.token_ops.StaffToken
     def certificates(self, serial: str) -> list[bytes]: ...
 
 
-class Gateway(Protocol):  # ca.tokens.gateway.TokenGateway, or a transport with its methods
+class Gateway(Protocol):  # ca.tokens.gateway.TokenGateway, or transport.HttpGateway
     def start(self, **kw) -> dict: ...
     def escrow(self, **kw) -> dict: ...
     def initialised(self, **kw) -> dict: ...
@@ -123,9 +124,16 @@ def _reinit(device: Device, info, started: dict, label: str):
     raise Conflict("no SO PIN is escrowed for this token", field="token")  # pragma: no cover
 
 
+def _detail(exc: BaseException) -> str:
+    """What GovCA records about a failure: one line, bounded (never a PIN: CAError messages
+    do not carry them)."""
+    text = exc.message if isinstance(exc, CAError) else type(exc).__name__
+    return " ".join(text.split())[:500]
+
+
 def _undo(device: Device, gateway: Gateway, device_id: int, info, so_pin: str | None,
           label: str, exc: BaseException) -> None:
-    reason = exc.message if isinstance(exc, CAError) else type(exc).__name__
+    reason = _detail(exc)
     if info is not None and so_pin is not None:
         try:
             device.init_token(info.slot_id, so_pin, label)  # wipe: no key, no certificate
@@ -172,8 +180,7 @@ def unblock(device: Device, gateway: Gateway, *, code: str, new_pin: str,
         used, so_pin = _init_pin(device, info.serial, candidates, new_pin)
         device.try_login(info.serial, new_pin)
     except BaseException as exc:
-        detail = exc.message if isinstance(exc, CAError) else type(exc).__name__
-        gateway.unblock_done(**ids, ok=False, detail=detail)
+        gateway.unblock_done(**ids, ok=False, detail=_detail(exc))
         raise
     if used == "pending":  # an earlier rotation reached the token but not GovCA
         gateway.so_pin_state(**ids, on_token="pending")

@@ -1,6 +1,7 @@
 """Shared pieces of the `govca` command line: the root group, error handling, service access."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import sys
@@ -31,29 +32,57 @@ def _app():
     return create_app()
 
 
+@contextlib.contextmanager
+def cli_errors():
+    """Expected failures as one line on stderr: CAError -> exit 1, HSM unavailable -> exit 3,
+    an unusable database -> exit 1 with what to check."""
+    try:
+        yield
+    except HsmUnavailable as exc:
+        err = CLIError(f"HSM unavailable: {exc.message}")
+        err.exit_code = EXIT_HSM
+        raise err from None
+    except CAError as exc:
+        raise CLIError(exc.message) from None
+    except SQLAlchemyError as exc:
+        raise CLIError(f"the database cannot be used ({type(exc).__name__}); check "
+                       f"GOVCA_DATABASE_URL and run `govca db upgrade`") from None
+
+
 def with_services(fn):
     """Run the command inside an app context with the service container; CAError -> stderr."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with cli_errors():
             app = _app()
-        except CAError as exc:
-            raise CLIError(exc.message) from None
         with app.app_context():
             svc = app.extensions["govca"]
             try:
-                return fn(svc, *args, **kwargs)
-            except HsmUnavailable as exc:
-                err = CLIError(f"HSM unavailable: {exc.message}")
-                err.exit_code = EXIT_HSM
-                raise err from None
-            except CAError as exc:
-                raise CLIError(exc.message) from None
-            except SQLAlchemyError as exc:
-                raise CLIError(f"the database cannot be used ({type(exc).__name__}); check "
-                               f"GOVCA_DATABASE_URL and run `govca db upgrade`") from None
+                with cli_errors():
+                    return fn(svc, *args, **kwargs)
             finally:
                 svc.close()
+    return wrapper
+
+
+def core_services():
+    """The service container without the Flask app (faster start, e.g. a workstation)."""
+    from ra_portal.settings import Settings
+    from ra_portal.wiring import build_services
+    return build_services(Settings.from_env())
+
+
+def with_core_services(fn):
+    """Like with_services, without building the Flask app."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with cli_errors():
+            svc = core_services()
+        try:
+            with cli_errors():
+                return fn(svc, *args, **kwargs)
+        finally:
+            svc.close()
     return wrapper
 
 

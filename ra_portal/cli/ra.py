@@ -34,9 +34,10 @@ def _secret_from(path: str | None, what: str) -> str | None:
               help="Read the password from this file ('-' = stdin) instead of generating one.")
 @click.option("--totp-secret-file", type=click.Path(dir_okay=False),
               help="Read the base32 TOTP secret from this file instead of generating one.")
+@click.option("--email", help="Address for e-mail notices (approvals awaiting, failures).")
 @with_services
 def user_create(svc, username, role, domain_code, organization_id, subscriber_ref,
-                password_file, totp_secret_file):
+                password_file, totp_secret_file, email):
     """Create a user. A generated password and TOTP secret are printed once, here only."""
     from ca.ra.roles import Caller
     from ca.ra.users import create_user
@@ -48,7 +49,7 @@ def user_create(svc, username, role, domain_code, organization_id, subscriber_re
         new = create_user(s, Caller.system("cli"), username=username, role=role,
                           at=svc.clock.now(), domain_code=domain_code,
                           organization_id=organization_id, subscriber_ref=sub_id,
-                          password=password, totp_secret=totp)
+                          password=password, totp_secret=totp, email=email)
         name = new.user.username
     click.echo(f"user {name} created ({role})")
     if not password:

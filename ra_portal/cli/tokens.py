@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import getpass
 import os
-import sys
-from pathlib import Path
 
 import click
 
-from ca.errors import CAError, HsmUnavailable
 from ca.tokens.pin_policy import check_pin
-import functools
-
-from ra_portal.cli.common import CLIError, EXIT_HSM, main, read_limited
+from ra_portal.cli.common import (CLIError, cli_errors, core_services, main, read_limited,
+                                  with_core_services)
 
 
 @main.group("token")
@@ -33,75 +29,51 @@ def _read_pin(path: str | None, prompt: str) -> str:
     return click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True)
 
 
-def _services():
-    from ra_portal.settings import Settings
-    from ra_portal.wiring import build_services
-    return build_services(Settings.from_env())
+def _api_token(path: str | None) -> str:
+    if path:
+        token = read_limited(path, limit=1024, what="API token file").decode("utf-8",
+                                                                              "replace").strip()
+    else:
+        token = os.environ.get("GOVCA_API_TOKEN", "").strip()
+    if not token:
+        raise CLIError("with --url, give --api-token-file FILE or GOVCA_API_TOKEN (an API token "
+                       "of the RA officer, or of the holder for an unblock: "
+                       "`govca user token USERNAME`)")
+    return token
 
 
-def _gateway_for(svc, actor: str):
+def _open_gateway(url: str | None, token_file: str | None, actor: str):
+    """GovCA's end. With a URL (the RA workstation): the REST API, acting as the API token's
+    user. Without: GovCA's services in this process (the CA's own console, with database and
+    CA token; the staff token's module must then see the CA token too, e.g. the same SoftHSM
+    configuration)."""
+    if url:
+        from ca.tokens.transport import HttpGateway
+        gw = HttpGateway(url, _api_token(token_file),
+                         cafile=os.environ.get("GOVCA_API_CA_FILE") or None)
+        return gw, gw.close
     from ca.tokens.gateway import TokenGateway
-    from hsm.escrow import HsmSealer
-    sealer = HsmSealer(svc.keys.pool)
-    sealer.ensure_key()
-    return TokenGateway(svc.db, svc.clock, svc.issuance(), sealer, actor=actor)
-
-
-def _open_gateway(transport: str, actor: str):
-    """The GovCA end. `pipe`: a child process with the CA's own HSM configuration (SoftHSM reads
-    one SOFTHSM2_CONF per process; the staff token's is this process's). `inprocess`: when the
-    staff token's module is not the CA's. Later: an HTTPS client of /api/v1 with these methods."""
-    if transport == "inprocess":
-        svc = _services()
-        return _gateway_for(svc, actor), svc.close
-    from ca.tokens.transport import PipeGateway
-    from ra_portal.settings import Settings
-    settings = Settings.from_env()
-    env = dict(os.environ)
-    conf = settings.hsm.softhsm_conf if settings.hsm else None
-    if settings.hsm and settings.hsm.is_softhsm and conf and Path(conf).exists():
-        env["SOFTHSM2_CONF"] = str(conf)
-    argv = [sys.executable, "-c", "from ra_portal.cli import main; main()", "token",
-            "gateway-serve", "--actor", actor]
-    gw = PipeGateway(argv, env=env)
-    return gw, gw.close
-
-
-def with_services(fn):
-    """Like common.with_services, without building the Flask app (these commands need only the
-    core services; a workstation command starts faster)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            svc = _services()
-        except CAError as exc:
-            raise CLIError(exc.message) from None
-        try:
-            return _run(lambda: fn(svc, *args, **kwargs))
-        finally:
-            svc.close()
-    return wrapper
-
-
-def _run(fn):
+    svc = core_services()
     try:
-        return fn()
-    except HsmUnavailable as exc:
-        err = CLIError(f"HSM unavailable: {exc.message}")
-        err.exit_code = EXIT_HSM
-        raise err from None
-    except CAError as exc:
-        raise CLIError(exc.message) from None
+        sealer = svc.escrow_sealer()
+    except BaseException:
+        svc.close()
+        raise
+    return TokenGateway(svc.db, svc.clock, svc.issuance(), sealer, actor=actor), svc.close
 
 
 _workstation = [
     click.option("--module", default=_default_module, show_default="GOVCA_TOKEN_MODULE or SoftHSM",
                  help="PKCS#11 module of the staff token (on this workstation)."),
     click.option("--token-serial", help="Pick the token by serial (CK_TOKEN_INFO.serialNumber)."),
-    click.option("--transport", type=click.Choice(["pipe", "inprocess"]), default="pipe",
-                 show_default=True, help="How to reach GovCA."),
+    click.option("--url", envvar="GOVCA_API_URL",
+                 help="GovCA's base URL (env GOVCA_API_URL): talk to it over the REST API. "
+                      "Without it GovCA's services run in this process (CA console)."),
+    click.option("--api-token-file", help="File holding the API token (else env "
+                                          "GOVCA_API_TOKEN); with --url."),
     click.option("--actor", default=lambda: f"ra-workstation:{getpass.getuser()}",
-                 help="Who operates the workstation (recorded in the audit trail)."),
+                 help="Who operates the workstation, recorded in the audit trail (without "
+                      "--url; over the API the token's user is recorded)."),
 ]
 
 
@@ -119,7 +91,8 @@ def _ws(fn):
 @click.option("--key", "key", type=click.Choice(["rsa2048", "rsa3072", "p256"]),
               default="rsa2048", show_default=True)
 @_ws
-def token_enrol(token_label, subscriber, pin_file, key, module, token_serial, transport, actor):
+def token_enrol(token_label, subscriber, pin_file, key, module, token_serial, url,
+                api_token_file, actor):
     """Initialise a token (random SO PIN, escrowed in GovCA), set the holder's PIN, generate the
     key on the token, have GovCA certify it, write certificate and chain to the token."""
     from ca.keys import KeySpec
@@ -128,18 +101,20 @@ def token_enrol(token_label, subscriber, pin_file, key, module, token_serial, tr
     if not module:
         raise CLIError("no PKCS#11 module for the token: give --module")
     pin = _read_pin(pin_file, "Holder's new PIN")
-    _run(lambda: check_pin(pin, field="pin"))  # before anything is touched or contacted
+    with cli_errors():
+        check_pin(pin, field="pin")  # before anything is touched or contacted
 
     def go():
         device = StaffToken(module)
-        gateway, close = _open_gateway(transport, actor)
+        gateway, close = _open_gateway(url, api_token_file, actor)
         try:
             return enrol(device, gateway, subscriber=subscriber, label=token_label,
                          user_pin=pin, key_spec=KeySpec.parse(key), random_so_pin=random_so_pin,
                          token_serial=token_serial, echo=lambda m: click.echo(m, err=True))
         finally:
             close()
-    done = _run(go)
+    with cli_errors():
+        done = go()
     click.echo(f"enrolled device {done.device_id}: token {done.serial}, certificate "
                f"{done.certificate_serial}")
 
@@ -150,7 +125,8 @@ def token_enrol(token_label, subscriber, pin_file, key, module, token_serial, tr
 @click.option("--new-pin-file", help="File holding the holder's new PIN ('-' = stdin); "
                                      "otherwise a hidden prompt. It is never sent to GovCA.")
 @_ws
-def token_unblock(token_label, code, new_pin_file, module, token_serial, transport, actor):
+def token_unblock(token_label, code, new_pin_file, module, token_serial, url, api_token_file,
+                  actor):
     """Unblock a token with a one-time code: GovCA checks the code against THIS token, releases
     the escrowed SO PIN once, and the holder's new PIN is set on the token (C_InitPIN)."""
     from ca.tokens.workstation import unblock
@@ -160,18 +136,20 @@ def token_unblock(token_label, code, new_pin_file, module, token_serial, transpo
     if not token_label and not token_serial:
         raise CLIError("name the token with --token-label or --token-serial")
     pin = _read_pin(new_pin_file, "New PIN")
-    _run(lambda: check_pin(pin, field="new_pin"))
+    with cli_errors():
+        check_pin(pin, field="new_pin")
 
     def go():
         device = StaffToken(module)
-        gateway, close = _open_gateway(transport, actor)
+        gateway, close = _open_gateway(url, api_token_file, actor)
         try:
             return unblock(device, gateway, code=code, new_pin=pin, label=token_label,
                            token_serial=token_serial, random_so_pin=random_so_pin,
                            echo=lambda m: click.echo(m, err=True))
         finally:
             close()
-    done = _run(go)
+    with cli_errors():
+        done = go()
     click.echo(f"token {done.serial} unblocked (device {done.device_id})")
 
 
@@ -180,26 +158,15 @@ def token_unblock(token_label, code, new_pin_file, module, token_serial, transpo
 def token_status(module):
     """The tokens connected to this workstation and their PIN flags."""
     from hsm.token_ops import StaffToken, pin_status
-    for t in _run(lambda: StaffToken(module).tokens()):
+    with cli_errors():
+        tokens = StaffToken(module).tokens()
+    for t in tokens:
         click.echo(f"slot {t.slot_id:<12} {t.label or '(uninitialised)':<32} serial "
                    f"{t.serial or '-':<18} PIN {pin_status(t.flags)}")
 
 
-@token_group.command("gateway-serve", hidden=True)
-@click.option("--actor", required=True)
-def token_gateway_serve(actor):
-    """GovCA's end of the pipe transport: JSON requests on stdin, answers on stdout."""
-    from ca.tokens.transport import serve
-    svc = _services()
-    try:
-        gateway = _run(lambda: _gateway_for(svc, actor))
-        serve(gateway, sys.stdin, sys.stdout)
-    finally:
-        svc.close()
-
-
 @token_group.command("escrow-key")
-@with_services
+@with_core_services
 def token_escrow_key(svc):
     """Create the SO-PIN escrow wrapping key in the CA token (once; AES-256, non-extractable)."""
     from hsm.escrow import HsmSealer
@@ -212,7 +179,7 @@ def token_escrow_key(svc):
 
 @token_group.command("list")
 @click.option("--subscriber", help="Only this holder's devices (id or staff username).")
-@with_services
+@with_core_services
 def token_list(svc, subscriber):
     """Registered key devices."""
     from ca.registry import find_subscriber
@@ -226,7 +193,7 @@ def token_list(svc, subscriber):
 
 @token_group.command("show")
 @click.argument("device")
-@with_services
+@with_core_services
 def token_show(svc, device):
     """One device (id or serial) with its certificates."""
     from ca.tokens.registry import device_certificates, find_device
@@ -249,7 +216,7 @@ def token_show(svc, device):
 @click.option("--revoke/--no-revoke", default=True, show_default=True,
               help="Revoke the device's certificates now (else the RA workflow raises requests).")
 @click.option("--actor", default="operator:cli", show_default=True, hidden=True)
-@with_services
+@with_core_services
 def token_end(svc, device, state, reason, revoke, actor):
     """Mark a device lost, destroyed or retired; revoke its certificates (keyCompromise for
     lost/destroyed)."""

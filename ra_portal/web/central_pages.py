@@ -132,3 +132,38 @@ def queue():
             return out
         central_rows, overdue_rows = rows(central), rows(overdue)
     return render_template("central/queue.html", central=central_rows, overdue=overdue_rows)
+
+
+# --- users' e-mail for notices (docs/notices.md) ---
+@bp.get("/users")
+@require("user.grant", central=True)
+def users():
+    from ca.store.models_ra import RaUser
+    svc = services()
+    with svc.db.transaction() as s:
+        rows = [{"id": u.id, "username": u.username, "role": u.role, "email": u.email or "",
+                 "domain": u.domain.name if u.domain else "—"}
+                for u in s.execute(select(RaUser).where(RaUser.role != "subscriber")
+                                   .order_by(RaUser.domain_id, RaUser.role, RaUser.username))
+                .scalars()]
+    return render_template("central/users.html", rows=rows)
+
+
+@bp.post("/users/email")
+@require("user.grant", central=True)
+def user_email():
+    from ca.ra.users import set_email
+    from ca.store.models_ra import RaUser
+    svc = services()
+    check_csrf()
+    user_id = request.form.get("user_id", "")
+    with svc.db.transaction() as s:
+        user = s.get(RaUser, int(user_id)) if user_id.isdigit() and len(user_id) < 10 else None
+        if user is None or user.role == "subscriber":
+            return render_template("error.html", message=_("Không có người dùng này.")), 404
+        set_email(s, user, request.form.get("email", ""), actor=caller().actor,
+                  at=svc.clock.now())
+        name = user.username
+    flash(_("Đã cập nhật địa chỉ thư điện tử của %(name)s.", name=name), "info")
+    return redirect(url_for("central_web.users"))
+# --- end users' e-mail ---

@@ -52,19 +52,104 @@ def real_now_clock() -> FixedClock:
     return FixedClock(dt.datetime.now(dt.timezone.utc))
 
 
-class Workstation:
-    """An RA workstation with its own SoftHSM token directory (the staff tokens), talking to the
-    test's GovCA (database, CA token) through `govca token ...` run as subprocesses."""
+GUNICORN_LOGGING = """
+logconfig_dict = {
+    "version": 1, "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                            "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {name: {"level": "DEBUG", "handlers": ["stderr"], "propagate": False}
+                for name in ("ca", "ra_portal", "hsm", "crl", "flask.app")},
+}
+"""
 
-    def __init__(self, root, env: dict[str, str], module: str) -> None:
-        self.root, self.env, self.module = root, env, module
-        self.outputs: list[str] = []
 
-    def govca(self, *args: str, timeout: float = 60):
+class GovcaServer:
+    """`govca serve` (gunicorn, one worker, access log on) on a free loopback port, against the
+    test database and the session's CA token; application logs at DEBUG into the same log."""
+
+    def __init__(self, root, env: dict[str, str]) -> None:
+        import socket
         import subprocess
         import sys
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        conf = root / "gunicorn_logging.py"
+        conf.write_text(GUNICORN_LOGGING)
+        env = {**env, "GOVCA_SCHEDULER": "off", "GOVCA_BASE_URL": self.url,
+               "GUNICORN_CMD_ARGS": f"--config {conf} --timeout 120 --no-control-socket"}
+        self.log_path = root / "server.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from ra_portal.cli import main; main()", "serve",
+             "--listen", f"127.0.0.1:{port}", "--workers", "1"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import time
+        import urllib.request
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("govca serve exited:\n" + self.log())
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("govca serve did not start:\n" + self.log())
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    def stop(self) -> None:
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+
+class Workstation:
+    """An RA workstation with its own SoftHSM token directory (the staff tokens), talking to
+    GovCA (a real `govca serve` on the test database and CA token) over the REST API:
+    `govca token enrol/unblock` run as subprocesses with GOVCA_API_URL and an API token."""
+
+    def __init__(self, root, env: dict[str, str], module: str, server: GovcaServer,
+                 token_for) -> None:
+        self.root, self.env, self.module = root, env, module
+        self.server, self.url, self._token_for = server, server.url, token_for
+        self._tokens: dict[str, str] = {}
+        self.outputs: list[str] = []
+
+    def api_token(self, username: str) -> str:
+        if username not in self._tokens:
+            self._tokens[username] = self._token_for(username)
+        return self._tokens[username]
+
+    def govca(self, *args: str, timeout: float = 90, as_user: str | None = "ra.hanoi",
+              env: dict[str, str] | None = None):
+        """A `govca` command on the workstation; `token enrol/unblock` reach GovCA over HTTP
+        with `as_user`'s API token (None: no URL, GovCA in process)."""
+        import subprocess
+        import sys
+        run_env = dict(self.env)
+        if as_user is not None:
+            run_env.update({"GOVCA_API_URL": self.url,
+                            "GOVCA_API_TOKEN": self.api_token(as_user)})
+        run_env.update(env or {})
         r = subprocess.run([sys.executable, "-c", "from ra_portal.cli import main; main()", *args],
-                           env=self.env, capture_output=True, text=True, timeout=timeout)
+                           env=run_env, capture_output=True, text=True, timeout=timeout)
         self.outputs += [r.stdout, r.stderr]
         return r
 
@@ -88,9 +173,48 @@ class Workstation:
             fh.write(value + "\n")
         return path
 
+    def logs(self) -> str:
+        """Everything printed on the workstation and by the server (access + app logs)."""
+        return "\n".join(self.outputs) + "\n" + self.server.log()
+
+
+def api_token(db, username: str) -> str:
+    """An API token for a demo user, valid at the real time (the server's clock)."""
+    from ca.ra.authn import create_token
+    return create_token(db, real_now_clock(), username, actor="test").token
+
+
+def http_json(url: str, token: str | None, method: str, path: str, body: dict | None = None,
+              timeout: float = 60) -> tuple[int, dict | None]:
+    """One JSON call to the real server (urllib, as the workstation does)."""
+    import json
+    import urllib.error
+    import urllib.request
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body if body is not None else {}).encode()
+    req = urllib.request.Request(url + path, data=data if method != "GET" else None,
+                                 headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw or b"null")
+        except ValueError:
+            return e.code, {"raw": raw.decode("utf-8", "replace")}
+
 
 @pytest.fixture
-def workstation(tmp_path, db, hsm_config, softhsm_module, sealer):
+def server_env() -> dict[str, str]:
+    """Extra environment for the GovCA server of `workstation` (override in a test module)."""
+    return {}
+
+
+@pytest.fixture
+def workstation(tmp_path, db, hsm_config, softhsm_module, sealer, server_env):
     import os
     from tests.conftest import database_url
     staff = tmp_path / "staff-machine"
@@ -103,8 +227,9 @@ def workstation(tmp_path, db, hsm_config, softhsm_module, sealer):
     # GovCA's side uses the session's CA token (same token directory as the test process).
     (instance / "softhsm2.conf").write_text(hsm_config.softhsm_conf.read_text())
     env = dict(os.environ)
+    for name in ("GOVCA_API_URL", "GOVCA_API_TOKEN", "GUNICORN_CMD_ARGS"):
+        env.pop(name, None)
     env.update({
-        "SOFTHSM2_CONF": str(conf),
         "GOVCA_INSTANCE": str(instance),
         "GOVCA_DATABASE_URL": database_url(tmp_path),
         "GOVCA_PKCS11_MODULE": softhsm_module,
@@ -114,4 +239,11 @@ def workstation(tmp_path, db, hsm_config, softhsm_module, sealer):
         "GOVCA_SECRET_KEY_FILE": str(tmp_path / "secret-key"),
         "GOVCA_PROFILES_FILE": str(tmp_path / "no-profiles.json"),
     })
-    return Workstation(staff, env, softhsm_module)
+    server = GovcaServer(tmp_path, {**env, "SOFTHSM2_CONF": str(hsm_config.softhsm_conf),
+                                    **server_env})
+    try:
+        server.wait_ready()
+        yield Workstation(staff, {**env, "SOFTHSM2_CONF": str(conf)}, softhsm_module, server,
+                          lambda username: api_token(db, username))
+    finally:
+        server.stop()

@@ -46,3 +46,23 @@ def test_enrol_list_show_and_lost(workstation, db):
         assert s.get(KeyDevice, int(device_id)).state == "lost"
     again = ws.govca("token", "end", device_id, "--state", "retired")
     assert again.returncode == 1 and "cannot become" in again.stderr
+
+
+def test_enrol_in_process_on_the_ca_console(workstation, db, hsm_config):
+    """Without --url the command runs GovCA's services itself (the CA's console, whose SoftHSM
+    configuration also holds the staff token); the operator named by --actor is audited."""
+    from ca.store.models import AuditEvent
+    ws = workstation
+    label = "t-console"
+    r = ws.govca("token", "enrol", "--token-label", label, "--subscriber", "staff.hanoi.4",
+                 "--pin-file", str(ws.secret_file("ok", "80246813")), "--key", "p256",
+                 "--actor", "operator:console", as_user=None,
+                 env={"SOFTHSM2_CONF": str(hsm_config.softhsm_conf)})
+    assert r.returncode == 0, r.stderr
+    device_id = int(re.search(r"enrolled device (\d+)", r.stdout).group(1))
+    with db.transaction() as s:
+        assert s.get(KeyDevice, device_id).state == "issued"
+        actors = set(s.execute(select(AuditEvent.actor).where(
+            AuditEvent.target == f"device:{device_id}")).scalars())
+    assert actors == {"operator:console"}
+    assert "/api/v1/tokens/" not in ws.server.log()  # nothing went over HTTP

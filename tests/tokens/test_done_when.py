@@ -1,10 +1,13 @@
-"""Issue 6 done-when: real SoftHSM tokens end to end through `govca token` subprocesses."""
+"""Issue 6 done-when: real SoftHSM tokens end to end: `govca token` subprocesses on an RA
+workstation talking to a real `govca serve` (gunicorn) over the REST API."""
 from __future__ import annotations
 
 import hashlib
 import logging
 import re
 import secrets
+
+import pytest
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -13,10 +16,13 @@ from sqlalchemy import select, text
 
 from ca.store.base import Base
 from ca.store.models import AuditEvent
+from ca.store.models_restore import RestoreRequest
 from ca.store.models_tokens import KeyDevice, SoPinEscrow, UnblockAuthorisation
+from ca.ra import restore
 from ca.tokens import escrow, unblock as codes
 from hsm.token_ops import CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_LOCKED
-from tests.tokens.conftest import real_now_clock
+from tests.ra.conftest import caller_of, staff_id  # noqa: F401  (a shared fixture)
+from tests.tokens.conftest import http_json, real_now_clock
 from tests.tools import openssl_verify, pem
 
 
@@ -42,7 +48,12 @@ def _dump_all(db) -> bytes:
     return b"\n".join(out)
 
 
-def test_enrol_lock_restore_unblock_sign(workstation, db, sealer, caplog, tmp_path):
+@pytest.fixture
+def server_env():
+    return {"GOVCA_RESTORE_APPROVERS": "2"}  # policy: two distinct approvers for a restore
+
+
+def test_enrol_lock_restore_unblock_sign(workstation, db, sealer, caplog, tmp_path, caller_of):
     caplog.set_level(logging.DEBUG)
     ws = workstation
     label = "staff-" + secrets.token_hex(4)
@@ -73,28 +84,52 @@ def test_enrol_lock_restore_unblock_sign(workstation, db, sealer, caplog, tmp_pa
     assert locked["flags"] & (CKF_USER_PIN_LOCKED | CKF_USER_PIN_COUNT_LOW)
     assert locked["status"] in ("locked", "count-low")
 
-    # 3. The approved restore request releases a one-time code (what the RA workflow calls).
+    # 3. The holder asks for a restore over the API; an officer records the identity check;
+    # policy here wants two approvers: the first is recorded, the second releases the code.
+    holder = staff_id(db, "staff.hanoi.2")
+    st, req = http_json(ws.url, ws.api_token("staff.hanoi.2"), "POST", "/api/v1/requests",
+                        {"type": "restore", "subscriber_id": holder, "device_id": device_id})
+    assert st == 201 and req["state"] == "submitted", req
+    rid = req["id"]
+    st, body = http_json(ws.url, ws.api_token("approver.hanoi"), "POST",
+                         f"/api/v1/requests/{rid}/approve")
+    assert st == 422 and body["error"]["code"] == "identity_check_required", body
     with db.transaction() as s:
-        issued = codes.issue_authorisation(s, device_id=device_id, actor="approver.hanoi",
-                                           at=clock.now(), request_ref="restore-1",
-                                           details={"identity_check": "CCCD seen in person"})
+        restore.record_identity_check(s, clock, caller_of("ra.hanoi"), rid,
+                                      method="cccd_in_person", note="CCCD đối chiếu trực tiếp")
+    st, first = http_json(ws.url, ws.api_token("approver.hanoi"), "POST",
+                          f"/api/v1/requests/{rid}/approve")
+    assert st == 200 and first["state"] == "submitted" and "unblock_code" not in first
+    st, body = http_json(ws.url, ws.api_token("approver.hanoi"), "POST",
+                         f"/api/v1/requests/{rid}/approve")
+    assert st == 403, body  # the same person cannot be both approvers
+    st, done = http_json(ws.url, ws.api_token("operator"), "POST",
+                         f"/api/v1/requests/{rid}/approve")
+    assert st == 200 and done["state"] == "done", done
+    code = done["unblock_code"]
     with db.transaction() as s:
         assert s.get(KeyDevice, device_id).state == "locked"
+        auth_id = s.get(RestoreRequest, rid).authorisation_id
 
     # A wrong code is refused and changes nothing.
     bad = ws.govca("token", "unblock", "--token-label", label, "--code", codes.new_code(),
-                   "--new-pin-file", str(ws.secret_file("bad-pin", _pin())))
+                   "--new-pin-file", str(ws.secret_file("bad-pin", _pin())),
+                   as_user="staff.hanoi.2")
     assert bad.returncode == 1 and "not valid" in bad.stderr
+    with db.transaction() as s:
+        assert s.get(KeyDevice, device_id).state == "locked"
 
-    # 4. Unblock with the code; the new PIN is chosen on the workstation.
-    r = ws.govca("token", "unblock", "--token-label", label, "--code", issued.code,
-                 "--new-pin-file", str(ws.secret_file("new-pin", new_pin)))
+    # 4. The holder unblocks with the code over the API; the new PIN is chosen on the
+    # workstation and never sent.
+    r = ws.govca("token", "unblock", "--token-label", label, "--code", code,
+                 "--new-pin-file", str(ws.secret_file("new-pin", new_pin)),
+                 as_user="staff.hanoi.2")
     assert r.returncode == 0, r.stderr
     assert "SO PIN rotated" in r.stderr
     with db.transaction() as s:
         assert s.get(KeyDevice, device_id).state == "restored"
-        auth = s.get(UnblockAuthorisation, issued.authorisation_id)
-        assert auth.consumed_at is not None
+        auth = s.get(UnblockAuthorisation, auth_id)
+        assert auth.consumed_at is not None and auth.consumed_by == "user:staff.hanoi.2"
 
     # 5. Sign with the new PIN: the signature verifies against the issued certificate.
     data = b"Quyet dinh so 123/QD-UBND"
@@ -111,8 +146,9 @@ def test_enrol_lock_restore_unblock_sign(workstation, db, sealer, caplog, tmp_pa
     assert ws.staff(label, "login", old_pin)["code"] == "pin_incorrect"
 
     # 6. The code is spent.
-    again = ws.govca("token", "unblock", "--token-label", label, "--code", issued.code,
-                     "--new-pin-file", str(ws.secret_file("pin3", _pin())))
+    again = ws.govca("token", "unblock", "--token-label", label, "--code", code,
+                     "--new-pin-file", str(ws.secret_file("pin3", _pin())),
+                     as_user="staff.hanoi.2")
     assert again.returncode == 1 and "already been used" in again.stderr
 
     # 7. The SO PIN (read back through the audited escrow, as only GovCA can) and the holder's
@@ -127,8 +163,13 @@ def test_enrol_lock_restore_unblock_sign(workstation, db, sealer, caplog, tmp_pa
                                for e in s.execute(select(AuditEvent)).scalars())
     assert len(so_pin) >= 16 and so_pin != first_so_pin  # the released SO PIN was rotated
     dump = _dump_all(db)
-    logs = "\n".join(ws.outputs) + "\n".join(r.getMessage() for r in caplog.records)
-    for secret in (so_pin, first_so_pin, old_pin, new_pin):
+    logs = ws.logs() + "\n".join(r.getMessage() for r in caplog.records)
+    # The story went over HTTP: the server's access log has the calls, in the API's name.
+    for path in ("/api/v1/tokens/start", "/api/v1/tokens/escrow", "/api/v1/tokens/issue",
+                 "/api/v1/tokens/redeem-unblock", "/api/v1/tokens/stage-so-pin",
+                 "/api/v1/tokens/unblock-done"):
+        assert f"POST {path} HTTP/1.1\" 200" in logs, path
+    for secret in (so_pin, first_so_pin, old_pin, new_pin, code, code.replace("-", "")):
         assert secret.encode() not in dump
         assert secret not in audit_text
         assert secret not in logs
