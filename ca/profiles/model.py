@@ -49,6 +49,7 @@ class Profile:
     dns_in_san: bool = False
     central_approval: bool = False
     allow_duplicate_key: bool = False
+    reuse_key_on_change: bool = False  # a change of information may keep the holder's key
     ocsp_nocheck: bool = False
     aia_ocsp: bool = True
     crl_distribution_point: bool = True
@@ -134,6 +135,7 @@ def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         dns_in_san=bool(raw.get("dns_in_san", False)),
         central_approval=bool(raw.get("central_approval", False)),
         allow_duplicate_key=bool(raw.get("allow_duplicate_key", False)),
+        reuse_key_on_change=bool(raw.get("reuse_key_on_change", False)),
         ocsp_nocheck=bool(raw.get("ocsp_nocheck", False)), aia_ocsp=bool(raw.get("aia_ocsp", True)),
         crl_distribution_point=bool(raw.get("crl_distribution_point", True)),
         path_length=path_length,

@@ -18,6 +18,7 @@ from ca.csr import check_csr_key, parse_csr
 from ca.errors import Conflict, InvalidInput, NotFound, PermissionDenied, PolicyViolation
 from ca.profiles.model import Profile
 from ca.ra import allowances  # per-domain allowances
+from ca.ra import notify  # e-mail notices (outbox)
 from ca.ra.roles import Caller
 from ca.ra.scope import Scope
 from ca.ra.subscribers import MAX_PAGE, Page, require_active_domain
@@ -136,19 +137,25 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
         # --- per-domain allowances (ca/ra/allowances.py) ---
         allowances.check(session, sub, profile.name, profiles)
         # --- end allowances ---
-        if csr_text is None and kind == "change":
-            csr_text = _previous_csr(session, target)
-        if not csr_text:
-            raise InvalidInput("csr_pem is required", field="csr_pem", code="required")
-        parsed = parse_csr(csr_text)
-        check_csr_key(parsed, profile.key_types)
+        # A change without a CSR keeps the holder's key: the target certificate's public key
+        # is certified again (IssueRequest.reuse_key_serial) where the profile allows it.
+        keep_key = (csr_text is None and kind == "change"
+                    and getattr(profile, "reuse_key_on_change", False))
+        if not csr_text and not keep_key:
+            raise InvalidInput("csr_pem is required" + (
+                f" (profile {profile.name!r} does not keep the key on a change)"
+                if kind == "change" else ""), field="csr_pem", code="required")
+        parsed = parse_csr(csr_text) if not keep_key else None
+        if parsed is not None:
+            check_csr_key(parsed, profile.key_types)
         cap = RENEW_MAX_DAYS if kind == "renew" else profile.max_validity_days
         if validity is not None and (kind == "change" or validity > cap):
             raise PolicyViolation(f"validity_days is at most {cap} for {kind}"
                                   if kind != "change" else
                                   "a change of information keeps the original expiry",
                                   field="validity_days")
-        req.profile, req.csr_pem, req.validity_days = profile.name, csr_to_pem(parsed.der), validity
+        req.profile, req.validity_days = profile.name, validity
+        req.csr_pem = csr_to_pem(parsed.der) if parsed is not None else None  # None: same key
         req.central_required = profile.central_approval
         if target is not None:
             req.target_serial = target.serial
@@ -218,6 +225,7 @@ def submit(session: Session, clock: Clock, caller: Caller, request_id: int) -> R
                  target=f"request:{req.id}", domain_id=req.domain_id,
                  details={"due_at": due.isoformat()})
     session.refresh(req)
+    notify.request_event(session, clock, req.id, "submitted")  # e-mail outbox (docs/notices.md)
     return req
 
 
@@ -238,6 +246,7 @@ def reject(session: Session, clock: Clock, caller: Caller, request_id: int, note
     audit.record(session, "request.reject", actor=caller.actor, at=now,
                  target=f"request:{req.id}", domain_id=req.domain_id, details={"note": note})
     session.refresh(req)
+    notify.request_event(session, clock, req.id, "rejected")  # e-mail outbox (docs/notices.md)
     return req
 
 

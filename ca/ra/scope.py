@@ -11,6 +11,9 @@ from ca.errors import NotFound, PermissionDenied
 from ca.ra.roles import Caller
 from ca.store.models import Certificate, Organization, RaDomain, Subscriber
 from ca.store.models_ra import RaRequest
+from ca.store.models_transfer import SubscriberCustody
+
+OPEN_STATES = ("draft", "submitted", "approved")
 
 
 def subtree_ids(session: Session, root_id: int) -> frozenset[int]:
@@ -93,8 +96,10 @@ class Scope:
             return true()
         if self.self_only:
             return RaRequest.subscriber_id == (self.caller.subscriber_id or -1)
-        return (RaRequest.domain_id == self.domain_id) & RaRequest.subscriber_id.in_(
-            self._subscriber_ids())
+        # The domain that has the person now also reads the closed requests handled by a former
+        # domain (the full history, docs/transfers.md); open ones move with the person.
+        return ((RaRequest.domain_id == self.domain_id) | RaRequest.state.notin_(OPEN_STATES)) \
+            & RaRequest.subscriber_id.in_(self._subscriber_ids())
 
     def certificates(self) -> ColumnElement[bool]:
         """Released certificates only; a domain sees its subscribers' certificates."""
@@ -139,3 +144,39 @@ class Scope:
         if len(rows) != 1:
             raise NotFound(f"no certificate with serial {hexserial}", field="serial")
         return rows[0]
+
+    # -- custody (transfers): a former domain reads what happened while the person was theirs --
+    def custody_periods(self, subscriber_id: int) -> list[tuple]:
+        """The periods [from, to) during which the caller's domain (and organisation subtree,
+        if the caller is limited to one) had the subscriber, closed periods only."""
+        if self.everything or self.self_only or not _fits(subscriber_id):
+            return []
+        rows = self.session.execute(select(SubscriberCustody).where(
+            SubscriberCustody.subscriber_id == subscriber_id,
+            SubscriberCustody.domain_id == self.domain_id,
+            SubscriberCustody.valid_to.is_not(None)).order_by(SubscriberCustody.valid_from)
+        ).scalars().all()
+        return [(r.valid_from, r.valid_to) for r in rows
+                if self.org_ids is None or r.organization_id in self.org_ids]
+
+    def subscriber_history(self, subscriber_id: int) -> tuple[Subscriber, list[tuple] | None]:
+        """The subscriber whose history the caller may read, and the periods it may read (None:
+        all of it, because the person is in scope now). A domain that had the person before
+        reads its own periods only; anyone else gets the NotFound of a missing subscriber."""
+        try:
+            return self.subscriber(subscriber_id), None
+        except NotFound:
+            periods = self.custody_periods(subscriber_id)
+            sub = self.session.get(Subscriber, subscriber_id) if periods else None
+            if sub is None:
+                raise
+            return sub, periods
+
+
+def within(periods: list[tuple] | None, at) -> bool:
+    """Whether `at` falls in one of the periods (None: no limit)."""
+    if periods is None:
+        return True
+    if at is None:
+        return False
+    return any(start <= at and (end is None or at < end) for start, end in periods)

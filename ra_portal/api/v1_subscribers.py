@@ -5,10 +5,9 @@ from flask import request
 
 from ca.errors import InvalidInput
 from ca.ra import organizations as ra_orgs
-from ca.ra import requests as ra_requests
 from ca.ra import subscribers as ra_subscribers
 from ca.ra.scope import Scope
-from ca.store.models import Certificate, Organization, Subscriber
+from ca.store.models import Organization, Subscriber
 from ra_portal import services
 from ra_portal.api import bp, caller, json_body
 
@@ -95,31 +94,21 @@ def subscriber(subscriber_id: int):
 
 @bp.post("/subscribers/<int:subscriber_id>/transfer")
 def transfer(subscriber_id: int):
-    """Move within the domain; each valid certificate gets a `change` request
-    (affiliationChanged) re-using the key of its original request when there is one."""
+    """Within the domain: move, and each valid certificate gets a `change` request
+    (affiliationChanged, same key, same expiry). To a unit of another RA domain: a release
+    (202) that the destination accepts (docs/transfers.md; ra_portal/api/v1_transfers.py)."""
+    from ca.ra import transfers as ra_transfers
+    from ra_portal.api.v1_transfers import transfer_response
     svc = services()
     who = caller()
     with svc.db.transaction() as s:
         Scope(s, who).subscriber(subscriber_id)  # 404 before the body is looked at
         body = json_body()
-        unknown = sorted(set(body) - {"organization_id"})
+        unknown = sorted(set(body) - {"organization_id", "reason"})
         if unknown:
             raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
                                code="unknown_field")
-        sub, old = ra_subscribers.transfer(s, svc.clock, who, subscriber_id,
-                                           body.get("organization_id"))
-        now = svc.clock.now()
-        certs = s.query(Certificate).filter(
-            Certificate.subscriber_id == sub.id, Certificate.state == "issued",
-            Certificate.revoked_at.is_(None), Certificate.not_after > now).all()
-        raised, pending = [], []
-        for cert in certs:
-            if ra_requests._previous_csr(s, cert) is None:
-                pending.append(cert.serial)
-                continue
-            req = ra_requests.create(s, svc.clock, who, {
-                "type": "change", "subscriber_id": sub.id, "serial": cert.serial,
-                "reason": "affiliationChanged"}, svc.profiles)
-            raised.append(ra_requests.summary(req, now))
-        return {"subscriber": subscriber_dict(sub), "previous_organization_id": old,
-                "change_requests": raised, "certificates_needing_csr": pending}
+        result = ra_transfers.transfer(s, svc.clock, who, subscriber_id,
+                                       body.get("organization_id"), svc.profiles,
+                                       reason=body.get("reason"))
+        return transfer_response(s, result, svc.clock.now())

@@ -20,7 +20,6 @@ from ca.store.models_restore import RestoreRequest
 from ra_portal import services
 from ra_portal.web.common import (caller, check_csrf, error_message, int_arg, page_errors,
                                   require, status_of)
-from ra_portal.web.notices import after_decision
 
 bp = Blueprint("ra_web", __name__, url_prefix="/ra", template_folder="templates")
 FORM01_FIELDS = ("kind", "full_name", "date_of_birth", "id_type", "id_number", "email", "mobile",
@@ -267,7 +266,6 @@ def request_approve(request_id: int):
         needs_ca = Scope(s, who).request(request_id).type in ("issue", "renew", "change")
     req = approval.approve(svc.db, svc.clock, who, request_id,
                            svc.issuance() if needs_ca else None)
-    after_decision(request_id)
     if getattr(req, "unblock_code", None):  # restore (issue 6): the one-time code, shown once
         return __import__("ra_portal.web.device_pages").web.device_pages.show_code(req)
     if req.state == "failed":
@@ -284,6 +282,5 @@ def request_reject(request_id: int):
     check_csrf()
     with svc.db.transaction() as s:
         ra_requests.reject(s, svc.clock, caller(), request_id, request.form.get("note", ""))
-    after_decision(request_id)
     flash(_("Đã từ chối yêu cầu số %(id)s.", id=request_id), "info")
     return redirect(url_for("ra_web.request_detail", request_id=request_id))
