@@ -207,3 +207,16 @@ def merge(session: Session, caller: Caller, source_ids: Iterable[Any], *, reason
                  details={"sources": [s.id for s in sources], "into": target.id,
                           "created": into_id is None, "reason": why})
     return target
+
+
+# --- used by reorganisation plans (ca.reorg.structure); additive --------------------------------
+def reparent(session: Session, org: Organization, parent: Organization | None) -> None:
+    """Public form of the re-parenting rule (cycles refused, levels fixed below)."""
+    _set_parent(session, org, parent)
+
+
+def record_version(session: Session, org: Organization, *, at: dt.datetime, actor: str,
+                   reason: str, merged_into_id: int | None = None) -> OrganizationVersion:
+    """Close the current version and record the organisation's present values as the next."""
+    return _new_version(session, org, at=at, actor=actor, reason=reason,
+                        merged_into_id=merged_into_id)

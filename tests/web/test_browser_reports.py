@@ -4,23 +4,12 @@ the centre and for a province. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-from sqlalchemy import select
 
-from ca.ra.users import generate_password, set_password
-from ca.store.models_ra import RaUser
-from ra_portal.demo import write_credentials
 from tests.audit import reportdata
 from tests.audit.test_reports import STATUS_SQL, _sql
-from tests.conftest import TOKEN_LABEL, database_url
-from tests.web.test_browser_story import (ARGS, CHROMIUM, ROOT, _credentials, _free_port,
-                                          _login, _shot)
+from tests.browserkit import ARGS, CHROMIUM, login as _login, serve, shot as _shot
 
 USERS = ("auditor", "ra.quangninh")
 pytestmark = pytest.mark.timeout(90)
@@ -29,51 +18,9 @@ ROWS_JS = "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent.trim
 
 @pytest.fixture
 def report_server(db, tmp_path, hsm_config, clock):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}")
     data = reportdata.generate(db, dt.datetime.now(dt.timezone.utc))
-    instance = tmp_path / "instance"
-    instance.mkdir()
-    rows = []
-    with db.transaction() as s:
-        for name in USERS:
-            user = s.execute(select(RaUser).where(RaUser.username == name)).scalar_one()
-            password = generate_password()
-            set_password(s, user, password, actor="test", at=clock.now())
-            rows.append((name, user.role, password, user.totp_secret))
-    write_credentials(instance / "demo-credentials.txt", rows)
-    port = _free_port()
-    env = {**os.environ, "GOVCA_INSTANCE": str(instance),
-           "GOVCA_DATABASE_URL": database_url(tmp_path),
-           "GOVCA_PKCS11_MODULE": hsm_config.module, "GOVCA_PKCS11_TOKEN": TOKEN_LABEL,
-           "GOVCA_PKCS11_PIN_FILE": str(hsm_config.pin_file),
-           "SOFTHSM2_CONF": str(hsm_config.softhsm_conf),
-           "GOVCA_BASE_URL": f"http://127.0.0.1:{port}", "GOVCA_SCHEDULER": "off"}
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                             "--workers", "1", "--threads", "4", "--timeout", "60", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("the server exited: "
-                                + (tmp_path / "server.log").read_text()[-2000:])
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not start")
-        yield base, _credentials(instance / "demo-credentials.txt"), data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serve(db, tmp_path, hsm_config, clock, USERS) as (base, creds, _instance):
+        yield base, creds, data
 
 
 def _status(db, extra=""):

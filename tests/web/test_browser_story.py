@@ -3,119 +3,24 @@ gunicorn process: officer registers and requests, a second person approves, the 
 downloads, renews and reports a lost token. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import pyotp
 import pytest
 from cryptography import x509
-from sqlalchemy import select
 
-from ca.ra.users import generate_password, set_password
-from ca.store.models_ra import RaUser
-from ra_portal.demo import write_credentials
 from tests import factories
-from tests.conftest import TOKEN_LABEL, database_url
+from tests.browserkit import ARGS, CHROMIUM, login as _login, serve, shot as _shot  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 USERS = ("ra.hanoi", "approver.hanoi")
 pytestmark = pytest.mark.timeout(120)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _credentials(path: Path) -> dict[str, tuple[str, str | None]]:
-    out = {}
-    for line in path.read_text("utf-8").splitlines():
-        if line and not line.startswith("#"):
-            user, _role, password, secret = line.split("\t")
-            out[user] = (password, None if secret == "-" else secret)
-    return out
 
 
 @pytest.fixture
 def server(db, tmp_path, hsm_config, clock):
     """gunicorn serving the test database, with the demo logins in demo-credentials.txt."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: the browser test needs it "
-                    f"(run scripts/bootstrap.sh --test as root, or apt-get install chromium)")
-    instance = tmp_path / "instance"
-    instance.mkdir()
-    rows = []
-    with db.transaction() as s:  # fresh passwords, as `govca demo init` would hand them out
-        for name in USERS:
-            user = s.execute(select(RaUser).where(RaUser.username == name)).scalar_one()
-            password = generate_password()
-            set_password(s, user, password, actor="test", at=clock.now())
-            rows.append((name, user.role, password, user.totp_secret))
-    write_credentials(instance / "demo-credentials.txt", rows)
-    port = _free_port()
-    env = {**os.environ, "GOVCA_INSTANCE": str(instance),
-           "GOVCA_DATABASE_URL": database_url(tmp_path),
-           "GOVCA_PKCS11_MODULE": hsm_config.module, "GOVCA_PKCS11_TOKEN": TOKEN_LABEL,
-           "GOVCA_PKCS11_PIN_FILE": str(hsm_config.pin_file),
-           "SOFTHSM2_CONF": str(hsm_config.softhsm_conf),
-           "GOVCA_BASE_URL": f"http://127.0.0.1:{port}", "GOVCA_SCHEDULER": "off"}
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                             "--workers", "1", "--threads", "4", "--timeout", "60", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not start")
-        if proc.poll() is not None:
-            pytest.fail("the server exited: " + (tmp_path / "server.log").read_text()[-2000:])
-        yield base, _credentials(instance / "demo-credentials.txt")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _login(browser, base, username, password, secret=None):
-    ctx = browser.new_context(accept_downloads=True, locale="vi-VN")
-    page = ctx.new_page()
-    page.set_default_timeout(15000)
-    page.goto(base + "/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    if secret:
-        page.fill("input[name=otp]", pyotp.TOTP(secret).now())
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    assert "/login" not in page.url, page.content()[:2000]
-    return page
-
-
-def _shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    with serve(db, tmp_path, hsm_config, clock, USERS) as (base, creds, _instance):
+        yield base, creds
 
 
 def _approve(page, base, rid):

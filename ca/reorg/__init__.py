@@ -1,0 +1,1 @@
+"""Reorganisation plans (issue 5): validation, dry run, approval, execution."""
