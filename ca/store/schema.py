@@ -7,3 +7,6 @@ from ca.store import models_tokens  # noqa: F401
 from ca.store import models_ops  # noqa: F401
 from ca.store import models_org  # noqa: F401
 from ca.store import models_restore  # noqa: F401
+from ca.store import models_transfer  # noqa: F401
+from ca.store import models_reorg  # noqa: F401
+from ca.store import models_outbox  # noqa: F401

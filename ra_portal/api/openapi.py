@@ -245,6 +245,21 @@ def _merge(module: str) -> None:
 
 # Areas describing their own endpoints (one line each):
 # --- openapi parts ---
+_merge("ra_portal.api.openapi_reorg")
+_merge("ra_portal.api.openapi_transfers")
+_merge("ra_portal.api.openapi_tokens")
+
+# issue 8: any operation may be refused for an outage (HSM or database unavailable): 503 with
+# Retry-After; nothing was stored for a refused request (docs/faults.md).
+RESPONSES["E503"] = {
+    "description": "Temporarily unavailable (hsm_unavailable, database_unavailable): retry "
+                   "after the number of seconds in Retry-After; nothing was stored",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": ref("Error")}}}
+for _item in PATHS.values():
+    for _op in _item.values():
+        if isinstance(_op, dict) and "responses" in _op:
+            _op["responses"].setdefault("503", {"$ref": "#/components/responses/E503"})
 
 
 DOCUMENT = {

@@ -48,3 +48,5 @@ def init_web(app: Flask) -> None:
     for bp in (ra_bp, me_bp, central_bp, bulk_bp):
         app.register_blueprint(bp)
     app.register_blueprint(__import__("ra_portal.web.device_pages").web.device_pages.bp)  # issue 6
+    app.register_blueprint(__import__("ra_portal.web.transfer_pages").web.transfer_pages.bp)  # transfers
+    app.register_blueprint(__import__("ra_portal.web.reorg_pages").web.reorg_pages.bp)  # issue 5 reorganisation

@@ -58,6 +58,12 @@ def test_certificate_operations_match_the_document(case, hanoi_token):
     check(case, hanoi_token)
 
 
+@schema.include(path_regex="^/transfers").parametrize()  # docs/transfers.md
+@SETTINGS
+def test_transfer_operations_match_the_document(case, hanoi_token):
+    check(case, hanoi_token)
+
+
 def test_document_lists_every_route(app, client):
     routes = {r.rule[len("/api/v1"):].replace("<int:", "{").replace("<", "{").replace(">", "}")
               for r in app.url_map.iter_rules() if r.rule.startswith("/api/v1")}

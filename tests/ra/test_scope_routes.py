@@ -14,20 +14,27 @@ from tests import factories
 from tests.ra.conftest import staff_id, units
 
 MISSING = {"subscriber_id": "999999", "organization_id": "999999", "request_id": "999999",
-           "serial": "7a3f00000000000000000000000000000000beef"}
+           "serial": "7a3f00000000000000000000000000000000beef",
+           "transfer_id": "999999",  # transfers (docs/transfers.md)
+           "plan_id": "999999"}  # reorganisation plans (docs/reorganisation.md)
 # GET routes without an id, and how to tell a Hà Nội row in their answer.
 LIST_ROUTES = {"/api/v1/organizations", "/api/v1/subscribers", "/api/v1/requests",
-               "/api/v1/certificates"}
+               "/api/v1/certificates", "/api/v1/transfers",
+               "/api/v1/reorg/plans"}  # docs/reorganisation.md
 PUBLIC = {"/api/v1/openapi.json"}
 # Routes on one organisation (versions, rename): covered by the id tests below.
 ORGANIZATION_ROUTES = {"/api/v1/organizations/<int:organization_id>",
                        "/api/v1/organizations/<int:organization_id>/versions",
-                       "/api/v1/organizations/<int:organization_id>/rename"}
+                       "/api/v1/organizations/<int:organization_id>/rename",
+                       "/api/v1/organizations/<int:organization_id>/move",  # transfers helper
+                       "/api/v1/organizations/<int:organization_id>/merge"}
 
 
 @pytest.fixture
 def hanoi_objects(db, services, issuance, caller_of):
     sub = staff_id(db, "staff.hanoi.2")
+    sub_other, haiphong_unit = staff_id(db, "staff.hanoi.3"), units(db, "haiphong")[0]
+    hanoi_officer = caller_of("ra.hanoi")
     cert = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
                                        csr=factories.csr(factories.key("p256")),
                                        subscriber_id=sub))
@@ -36,8 +43,20 @@ def hanoi_objects(db, services, issuance, caller_of):
             "type": "renew", "subscriber_id": sub, "serial": cert.serial,
             "csr_pem": factories.csr(factories.key("p256")).decode()}, services.profiles)
         req_id = req.id
+        # a Hà Nội person released to a third province (Hải Phòng): not Quảng Ninh's business
+        from ca.ra import transfers
+        other = transfers.transfer(s, services.clock, hanoi_officer, sub_other,
+                                   haiphong_unit, services.profiles)
+        transfer_id = other.id
+    from ca.reorg.plans import create_plan  # a Hà Nội reorganisation plan
+    hn_units = units(db, "hanoi")
+    with db.transaction() as s:
+        plan_id = create_plan(s, hanoi_officer, name="Hợp nhất phòng", clock=services.clock,
+                              items=[{"kind": "absorb_unit", "sources": [hn_units[1]],
+                                      "target": hn_units[2]}]).id
     return {"subscriber_id": str(sub), "organization_id": str(units(db, "hanoi")[0]),
-            "request_id": str(req_id), "serial": cert.serial}
+            "request_id": str(req_id), "serial": cert.serial, "transfer_id": str(transfer_id),
+            "plan_id": str(plan_id)}
 
 
 def _api_rules(app):
