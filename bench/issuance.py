@@ -117,8 +117,18 @@ def make_csrs(n: int, seed: int = 0) -> list[str]:
 # --- raw signing, 2 processes ----------------------------------------------------------------
 def _raw_proc(tmp: str, key_id: str, seconds: float, q) -> None:
     os.environ["SOFTHSM2_CONF"] = str(Path(tmp) / "softhsm2.conf")
+    import time
+    from ca.errors import HsmUnavailable
     from hsm.store import HsmKeyStore
-    key = HsmKeyStore(hsm_config(Path(tmp))).load(bytes.fromhex(key_id))
+    for attempt in range(10):  # SoftHSM rewrites its token file at each C_Login: two processes
+        try:                   # logging in at the same instant can see a GeneralError
+            key = HsmKeyStore(hsm_config(Path(tmp))).load(bytes.fromhex(key_id))
+            break
+        except HsmUnavailable as exc:
+            if attempt == 9:
+                q.put(f"error: {exc}")
+                return
+            time.sleep(0.2 * (attempt + 1))
     q.put(raw_rate(key, seconds, 1))
 
 
@@ -132,6 +142,9 @@ def raw_rate_processes(tmp: Path, key_id: str, seconds: float, procs: int = 2) -
     rates = [q.get(timeout=seconds + 120) for _ in ps]
     for p in ps:
         p.join(timeout=30)
+    errors = [r for r in rates if isinstance(r, str)]
+    if errors:
+        raise RuntimeError(f"raw signing process failed: {errors[0]}")
     return sum(rates)
 
 
