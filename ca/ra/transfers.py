@@ -235,38 +235,37 @@ def _audit_both(session: Session, t: SubscriberTransfer, action: str, caller: Ca
                                              "to_domain": t.to_domain_id, **details})
 
 
-def withdraw(session: Session, clock: Clock, caller: Caller, transfer_id: int,
-             note: Any = None) -> SubscriberTransfer:
+def _close(session: Session, clock: Clock, caller: Caller, transfer_id: int, note: Any, *,
+           state: str, not_side: str, refusal: PermissionDenied) -> SubscriberTransfer:
+    """Withdraw (source) or refuse (destination) a pending release, audited on both sides."""
     t, side = get_transfer(session, caller, transfer_id)
     caller.require("subscriber.write")
     require_active_domain(session, caller)
-    if side == "destination":
-        raise PermissionDenied("only the source RA domain withdraws a release; the destination "
-                               "refuses it", code="not_source")
+    if side == not_side:
+        raise refusal
     text = _note(note, "note")
     if t.state != "released":
         raise _closed(t)
     now = clock.now()
-    _decide(session, t, "withdrawn", caller, now, text)
-    _audit_both(session, t, "transfer.withdraw", caller, now, {"note": text})
+    _decide(session, t, state, caller, now, text)
+    action = "transfer.withdraw" if state == "withdrawn" else "transfer.refuse"
+    _audit_both(session, t, action, caller, now, {"note": text})
     return t
+
+
+def withdraw(session: Session, clock: Clock, caller: Caller, transfer_id: int,
+             note: Any = None) -> SubscriberTransfer:
+    return _close(session, clock, caller, transfer_id, note, state="withdrawn",
+                  not_side="destination", refusal=PermissionDenied(
+                      "only the source RA domain withdraws a release; the destination refuses "
+                      "it", code="not_source"))
 
 
 def refuse(session: Session, clock: Clock, caller: Caller, transfer_id: int,
            note: Any = None) -> SubscriberTransfer:
-    t, side = get_transfer(session, caller, transfer_id)
-    caller.require("subscriber.write")
-    require_active_domain(session, caller)
-    if side == "source":
-        raise PermissionDenied("only the destination RA domain refuses a release; the source "
-                               "withdraws it", code="not_destination")
-    text = _note(note, "note")
-    if t.state != "released":
-        raise _closed(t)
-    now = clock.now()
-    _decide(session, t, "refused", caller, now, text)
-    _audit_both(session, t, "transfer.refuse", caller, now, {"note": text})
-    return t
+    return _close(session, clock, caller, transfer_id, note, state="refused", not_side="source",
+                  refusal=PermissionDenied("only the destination RA domain refuses a release; "
+                                           "the source withdraws it", code="not_destination"))
 
 
 def accept(session: Session, clock: Clock, caller: Caller, transfer_id: int, profiles: dict,

@@ -111,15 +111,21 @@ def detail(plan_id: int):
                                can_write=who.can("subscriber.write"))
 
 
+def _check_post(svc, who, plan_id: int) -> None:
+    """A form post on a plan: the plan must be in scope (404 first, like a missing one), then
+    the CSRF token must be right."""
+    with svc.db.transaction() as s:
+        get_plan(s, who, plan_id)
+    check_csrf()
+
+
 @bp.post("/<int:plan_id>/dry-run")
 @require("read")
 def do_dry_run(plan_id: int):
     svc = services()
     who = caller()
     try:
-        with svc.db.transaction() as s:
-            get_plan(s, who, plan_id)
-        check_csrf()
+        _check_post(svc, who, plan_id)
         rate = ca_sign_rate(svc.db, svc.keys, seconds=0.3)
         with svc.db.transaction() as s:
             dry_run(s, who, plan_id, clock=svc.clock, hsm_rate=rate)
@@ -134,9 +140,7 @@ def approve(plan_id: int):
     svc = services()
     who = caller()
     try:
-        with svc.db.transaction() as s:
-            get_plan(s, who, plan_id)
-        check_csrf()
+        _check_post(svc, who, plan_id)
         with svc.db.transaction() as s:
             approve_plan(s, who, plan_id, clock=svc.clock,
                          expected_hash=request.form.get("content_hash") or None)
@@ -156,9 +160,7 @@ def control(plan_id: int, action: str):
     svc = services()
     who = caller()
     try:
-        with svc.db.transaction() as s:
-            get_plan(s, who, plan_id)
-        check_csrf()
+        _check_post(svc, who, plan_id)
         plan = CONTROLS[action](svc.db, who, plan_id, svc.clock)
     except CAError as exc:
         return _fail(exc, plan_id)
