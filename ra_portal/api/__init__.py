@@ -137,6 +137,15 @@ def json_body() -> dict:
     return data
 
 
+def only_fields(body: dict, allowed: set[str]) -> dict:
+    """The body, if it names no field outside `allowed`; else a 400 naming the first one."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
+                           code="unknown_field")
+    return body
+
+
 from ra_portal.api import v1_subscribers, v1_requests, openapi  # noqa: E402,F401
 from ra_portal.api import v1_organizations  # noqa: E402,F401
 from ra_portal.api import v1_tokens  # noqa: E402,F401

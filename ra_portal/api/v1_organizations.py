@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import object_session
 
-from ca.errors import InvalidInput
 from ca.ra import organizations as ra_orgs
 from ca.ra.scope import Scope
 from ca.store.models import Certificate
 from ca.store.models_org import OrganizationVersion
 from ra_portal import services
-from ra_portal.api import bp, caller, json_body
+from ra_portal.api import bp, caller, json_body, only_fields
 
 
 def issued_organization(c: Certificate) -> dict | None:
@@ -33,11 +32,7 @@ def rename_organization(organization_id: int):
     who = caller()
     with svc.db.transaction() as s:
         Scope(s, who).organization(organization_id)  # 404 before the body is looked at
-        body = json_body()
-        unknown = sorted(set(body) - {"name", "reason"})
-        if unknown:
-            raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
-                               code="unknown_field")
+        body = only_fields(json_body(), {"name", "reason"})
         ver = ra_orgs.rename(s, who, organization_id, body.get("name"), body.get("reason"),
                              clock=svc.clock)
         return ra_orgs.version_dict(ver)

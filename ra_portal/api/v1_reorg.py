@@ -10,7 +10,7 @@ from ca.reorg.plans import (approve_plan, create_plan, edit_plan, get_plan, item
                             list_plans)
 from ca.reorg.throttle import ca_sign_rate
 from ra_portal import services
-from ra_portal.api import bp, caller, json_body
+from ra_portal.api import bp, caller, json_body, only_fields
 
 _iso = lambda t: t.isoformat() if t else None  # noqa: E731
 
@@ -32,12 +32,6 @@ def plan_dict(s, plan, with_items: bool = False) -> dict:
     return d
 
 
-def _fields(body: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
-                           code="unknown_field")
-
 
 @bp.get("/reorg/plans")
 def reorg_plans():
@@ -50,7 +44,7 @@ def reorg_plans():
 def reorg_create():
     svc = services()
     body = json_body()
-    _fields(body, {"name", "items", "domain_id", "reason"})
+    only_fields(body, {"name", "items", "domain_id", "reason"})
     with svc.db.transaction() as s:
         plan = create_plan(s, caller(), name=body.get("name"), items=body.get("items"),
                            domain_id=body.get("domain_id"), reason=body.get("reason"),
@@ -72,7 +66,7 @@ def reorg_edit(plan_id: int):
     with svc.db.transaction() as s:
         get_plan(s, who, plan_id)  # 404 before the body is looked at
         body = json_body()
-        _fields(body, {"name", "items"})
+        only_fields(body, {"name", "items"})
         plan = edit_plan(s, who, plan_id, items=body.get("items"), name=body.get("name"),
                          clock=svc.clock)
         return plan_dict(s, plan, True)
@@ -99,7 +93,7 @@ def reorg_approve(plan_id: int):
         from flask import request
         if request.content_length:
             body = json_body()
-            _fields(body, {"content_hash"})
+            only_fields(body, {"content_hash"})
             expected = body.get("content_hash")
             if expected is not None and not isinstance(expected, str):
                 raise InvalidInput("content_hash must be a string", field="content_hash")

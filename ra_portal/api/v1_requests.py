@@ -13,7 +13,7 @@ from ca.ra.scope import Scope
 from ca.ra.subscribers import Page
 from ca.store.models import Certificate
 from ra_portal import services
-from ra_portal.api import bp, caller, json_body
+from ra_portal.api import bp, caller, json_body, only_fields
 from ra_portal.api.v1_organizations import issued_organization
 from ra_portal.api.v1_subscribers import page_dict, query_int, query_text
 
@@ -85,11 +85,7 @@ def reject_request(request_id: int):
     who = caller()
     with svc.db.transaction() as s:
         Scope(s, who).request(request_id)
-        body = json_body() if request.content_length else {}
-        unknown = sorted(set(body) - {"reason"})
-        if unknown:
-            raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
-                               code="unknown_field")
+        body = only_fields(json_body() if request.content_length else {}, {"reason"})
         req = ra_requests.reject(s, svc.clock, who, request_id, body.get("reason"))
         return ra_requests.summary(req, svc.clock.now())
 
@@ -152,11 +148,7 @@ def revoke_certificate(serial: str):
     who = caller()
     with svc.db.transaction() as s:
         cert = Scope(s, who).certificate(serial)
-        body = json_body()
-        unknown = sorted(set(body) - {"reason"})
-        if unknown:
-            raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
-                               code="unknown_field")
+        body = only_fields(json_body(), {"reason"})
         req = ra_requests.create(s, svc.clock, who, {
             "type": "revoke", "subscriber_id": cert.subscriber_id, "serial": cert.serial,
             "reason": body.get("reason")}, svc.profiles)

@@ -9,7 +9,7 @@ from ca.ra import subscribers as ra_subscribers
 from ca.ra.scope import Scope
 from ca.store.models import Organization, Subscriber
 from ra_portal import services
-from ra_portal.api import bp, caller, json_body
+from ra_portal.api import bp, caller, json_body, only_fields
 
 
 def org_dict(o: Organization) -> dict:
@@ -103,11 +103,7 @@ def transfer(subscriber_id: int):
     who = caller()
     with svc.db.transaction() as s:
         Scope(s, who).subscriber(subscriber_id)  # 404 before the body is looked at
-        body = json_body()
-        unknown = sorted(set(body) - {"organization_id", "reason"})
-        if unknown:
-            raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
-                               code="unknown_field")
+        body = only_fields(json_body(), {"organization_id", "reason"})
         result = ra_transfers.transfer(s, svc.clock, who, subscriber_id,
                                        body.get("organization_id"), svc.profiles,
                                        reason=body.get("reason"))

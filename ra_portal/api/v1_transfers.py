@@ -11,22 +11,15 @@ from ca.ra import transfers as ra_transfers
 from ca.ra.scope import Scope, within
 from ca.store.models_transfer import TRANSFER_STATES
 from ra_portal import services
-from ra_portal.api import bp, caller, json_body
+from ra_portal.api import bp, caller, json_body, only_fields
 from ra_portal.api.v1_subscribers import org_dict, query_text, subscriber_dict
 
 iso = lambda v: v.isoformat() if v else None  # noqa: E731
 
 
-def _fields(body: dict, allowed: set[str]) -> dict:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0],
-                           code="unknown_field")
-    return body
-
 
 def _optional_body(allowed: set[str]) -> dict:
-    return _fields(json_body() if request.content_length else {}, allowed)
+    return only_fields(json_body() if request.content_length else {}, allowed)
 
 
 def transfer_response(s, result, now):
@@ -134,7 +127,7 @@ def move_organization(organization_id: int):
     who = caller()
     with svc.db.transaction() as s:
         Scope(s, who).organization(organization_id)  # 404 before the body is looked at
-        body = _fields(json_body(), {"parent_id", "reason"})
+        body = only_fields(json_body(), {"parent_id", "reason"})
         if "parent_id" not in body:
             raise InvalidInput("parent_id is required (null: the top of the domain)",
                                field="parent_id", code="required")
@@ -149,7 +142,7 @@ def merge_organization(organization_id: int):
     who = caller()
     with svc.db.transaction() as s:
         Scope(s, who).organization(organization_id)
-        body = _fields(json_body(), {"into_id", "reason"})
+        body = only_fields(json_body(), {"into_id", "reason"})
         if body.get("into_id") is None:
             raise InvalidInput("into_id is required", field="into_id", code="required")
         into = body["into_id"]
