@@ -227,6 +227,15 @@ def resolve_interrupted(db: Database, clock: Clock, request_id: int, *, actor: s
         return final
 
     state = db.run(work)
+    if state == "issued":
+        req = _reload(db, request_id)
+        if req.type == "change" and req.target_serial:  # finish what execute() would have
+            try:
+                revoke(db, clock, serial=req.target_serial, reason=req.reason, actor=actor,
+                       details={"request_id": request_id, "replaced_by": req.certificate_serial,
+                                "recovered": True})
+            except Conflict:
+                pass  # already revoked before the outage
     if state is not None:
         return state
     if undo_approval(db, clock, request_id, actor=actor, reason="database_unavailable"):

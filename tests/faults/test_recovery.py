@@ -83,3 +83,32 @@ def test_database_run_does_not_retry_a_bug(db):
     with pytest.raises(Exception):
         db.run(work)
     assert len(calls) == 1
+
+
+def test_recovered_change_also_revokes_the_replaced_certificate(db, clock, caller_of, issuance,
+                                                               profiles):
+    """A change request whose new certificate was stored before the outage cut it short (before
+    the old one was revoked) ends with the old one revoked, as execute() would have done."""
+    from ca.store.models import Certificate
+    sub = staff_id(db, "staff.hanoi.3")
+    old = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test",
+                                      subscriber_id=sub, csr=factories.csr()))
+    with db.transaction() as s:
+        req = ra_requests.create(s, clock, caller_of("ra.hanoi"), {
+            "type": "change", "subscriber_id": sub, "serial": old.serial,
+            "reason": "affiliationChanged"}, profiles)
+        rid = req.id
+        s.execute(update(RaRequest).where(RaRequest.id == rid).values(
+            state="approved", approved_by="approver.hanoi", approved_at=clock.now()))
+    new = issuance.issue(IssueRequest(ca="issuing", profile="personal", actor="test", csr=None,
+                                      subscriber_id=sub, reuse_key_serial=old.serial,
+                                      not_after=old.not_after, details={"request_id": rid}))
+    later = type(clock)(clock.now() + dt.timedelta(minutes=10))
+    assert approval.recover_interrupted(db, later, dt.timedelta(minutes=5),
+                                        actor="test") == [(rid, "issued")]
+    with db.transaction() as s:
+        rows = {c.serial: c for c in s.execute(select(Certificate).where(
+            Certificate.serial.in_((old.serial, new.serial)))).scalars()}
+        assert rows[old.serial].revocation_reason == "affiliationChanged"
+        assert rows[new.serial].revoked_at is None
+        assert s.get(RaRequest, rid).certificate_serial == new.serial
