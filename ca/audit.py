@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -92,6 +92,57 @@ def record(session: Session, action: str, *, actor: str, at: dt.datetime,
     if loaded is not None:  # an AuditHead read earlier in this session is now stale
         session.expire(loaded)
     return AuditEvent(**values)  # a detached copy of what was written
+
+
+class Entry(NamedTuple):
+    """One event for record_many(): the same fields as record()'s arguments."""
+    action: str
+    actor: str
+    at: dt.datetime
+    target: str | None = None
+    domain_id: int | None = None
+    details: dict[str, Any] | None = None
+
+
+def record_many(session: Session, entries: Sequence[Entry]) -> list[int]:
+    """Append several events in the caller's transaction, in order, with one head update that
+    advances the sequence by len(entries), one multi-row INSERT and one head write. The events are
+    exactly those record() would write called once per entry (same seqs, hashes and chain), so
+    verify_chain() cannot tell the two apart. Returns the seqs given to the entries."""
+    entries = list(entries)
+    if not entries:
+        return []
+    # Everything that can fail on the caller's input fails before the head is touched.
+    prepared = []
+    for e in entries:
+        if not isinstance(e, Entry):
+            e = Entry(*e) if isinstance(e, tuple) else Entry(**e)
+        prepared.append((e, require_aware(e.at).astimezone(UTC), canonical_details(e.details)))
+    session.flush()
+    conn = session.connection()
+    head = AuditHead.__table__
+    n = len(prepared)
+    bump = update(head).where(head.c.id == 1).values(seq=head.c.seq + n) \
+        .returning(head.c.seq, head.c.hash)
+    row = conn.execute(bump).first()
+    if row is None:
+        _ensure_head(session)
+        row = conn.execute(bump).one()
+    seq, prev = row.seq - n, row.hash  # seq: the last seq before this call
+    rows = []
+    for e, at, text in prepared:
+        seq += 1
+        digest = event_hash(seq=seq, at=at, action=e.action, actor=e.actor, target=e.target,
+                            domain_id=e.domain_id, details=text, prev_hash=prev)
+        rows.append(dict(seq=seq, at=at, action=e.action, actor=e.actor, target=e.target,
+                         domain_id=e.domain_id, details=text, prev_hash=prev, hash=digest))
+        prev = digest
+    conn.execute(insert(AuditEvent.__table__), rows)
+    conn.execute(update(head).where(head.c.id == 1).values(hash=prev))
+    loaded = session.identity_map.get(Session.identity_key(AuditHead, 1))
+    if loaded is not None:
+        session.expire(loaded)
+    return [r["seq"] for r in rows]
 
 
 def verify_chain(session: Session, batch: int = 5000):

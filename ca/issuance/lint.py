@@ -117,10 +117,11 @@ def _attribute_specs():
             if isinstance(k, univ.ObjectIdentifier)}
 
 
-def policy_findings(cert: x509.Certificate) -> list[str]:
-    """GovCA's rule on subject string types (both paths)."""
+def policy_findings(cert: x509.Certificate, subject: x509.Name | None = None) -> list[str]:
+    """GovCA's rule on subject string types (both paths). `subject`: cert.subject if the
+    caller already has it (cryptography parses it again on every access)."""
     out = []
-    for attr in cert.subject:
+    for attr in (cert.subject if subject is None else subject):
         if attr.oid in _DIRECTORY_STRING_ATTRS and attr._type != _ASN1Type.UTF8String:
             out.append(f"govca.directory_string_not_utf8string@subject.{attr.oid._name}: "
                        f"{attr._type.name} (RFC 5280 4.1.2.6: UTF8String)")
@@ -129,18 +130,21 @@ def policy_findings(cert: x509.Certificate) -> list[str]:
     return out
 
 
-def shape_key(cert: x509.Certificate) -> tuple | None:
+def shape_key(cert: x509.Certificate, subject_name: x509.Name | None = None,
+              pub=None) -> tuple | None:
     """Everything pkilint's verdict can depend on apart from the per-certificate values that
-    `variable_findings` checks; None when the certificate must always be linted in full."""
+    `variable_findings` checks; None when the certificate must always be linted in full.
+    (`subject_name`, `pub`: cert.subject and cert.public_key() if the caller has them.)"""
     subject = []
-    for rdn in cert.subject.rdns:
+    for rdn in (cert.subject if subject_name is None else subject_name).rdns:
         attrs = []
         for a in rdn:
             if a.oid not in _CACHEABLE_ATTRS:
                 return None
             attrs.append((a.oid.dotted_string, a._type.value))
         subject.append(tuple(attrs))
-    pub = cert.public_key()
+    if pub is None:
+        pub = cert.public_key()
     if isinstance(pub, rsa.RSAPublicKey):
         spki = ("rsa", pub.key_size, pub.public_numbers().e)
     elif isinstance(pub, ec.EllipticCurvePublicKey):
@@ -168,35 +172,67 @@ def shape_key(cert: x509.Certificate) -> tuple | None:
             (nb.year < 2050, na.year < 2050, nb < na), tuple(exts))
 
 
-def variable_findings(cert: x509.Certificate) -> list[str]:
-    """The checks of the parts that differ between certificates of one shape."""
+_VALUE_CACHE_MAX = 65536
+_value_cache: dict[tuple, str | None] = {}  # (oid, string type, value) -> finding or None
+_san_cache: dict[tuple, bool] = {}  # (kind, value) -> syntax ok
+
+
+def _attribute_finding(oid: str, oid_name: str, asn1_type: _ASN1Type, value: str) -> str | None:
+    """The finding of one subject attribute value (None if it passes); a pure function of its
+    arguments, so `variable_findings` memoises it (bounded)."""
     from pyasn1.codec.der.decoder import decode
+    where = f"subject.{oid_name}"
+    if asn1_type == _ASN1Type.PrintableString and not set(value) <= _PRINTABLE:
+        return f"pkix.invalid_printablestring_character@{where}"
+    codec = _CODECS.get(asn1_type)
+    if codec is None:
+        return f"govca.unexpected_string_type@{where}: {asn1_type.name}"
+    try:
+        raw = _der_tlv(asn1_type.value, value.encode(codec))
+        spec = _attribute_specs().get(oid)
+        if spec is None:
+            raise ValueError("no ASN.1 spec")
+        _decoded, rest = decode(raw, asn1Spec=spec)
+        if rest:
+            raise ValueError("trailing data")
+    except Exception as exc:  # pyasn1 constraint/tag errors, encoding errors
+        return (f"pkix.name_attribute_decoding_error@{where}: {type(exc).__name__}: "
+                f"{str(exc)[:120]}")
+    return None
+
+
+def _san_ok(kind: str, value: str) -> bool:
     import validators
+    key = (kind, value)
+    ok = _san_cache.get(key)
+    if ok is None:
+        check = validators.email if kind == "email" else validators.domain
+        ok = value.isascii() and check(value) is True
+        if len(_san_cache) >= _VALUE_CACHE_MAX:
+            _san_cache.clear()
+        _san_cache[key] = ok
+    return ok
+
+
+def variable_findings(cert: x509.Certificate, subject: x509.Name | None = None,
+                      pub=None) -> list[str]:
+    """The checks of the parts that differ between certificates of one shape. (`subject`,
+    `pub`: cert.subject and cert.public_key() if the caller has them.)"""
     out = []
     if not 0 < cert.serial_number < 2 ** 159:
         out.append("govca.serial_number_out_of_range@tbsCertificate.serialNumber")
-    specs = _attribute_specs()
-    for attr in cert.subject:
-        where = f"subject.{attr.oid._name}"
+    for attr in (cert.subject if subject is None else subject):
         value = attr.value if isinstance(attr.value, str) else ""
-        if attr._type == _ASN1Type.PrintableString and not set(value) <= _PRINTABLE:
-            out.append(f"pkix.invalid_printablestring_character@{where}")
-            continue
-        codec = _CODECS.get(attr._type)
-        if codec is None:
-            out.append(f"govca.unexpected_string_type@{where}: {attr._type.name}")
-            continue
+        key = (attr.oid.dotted_string, attr._type, value)
         try:
-            raw = _der_tlv(attr._type.value, value.encode(codec))
-            spec = specs.get(attr.oid.dotted_string)
-            if spec is None:
-                raise ValueError("no ASN.1 spec")
-            _decoded, rest = decode(raw, asn1Spec=spec)
-            if rest:
-                raise ValueError("trailing data")
-        except Exception as exc:  # pyasn1 constraint/tag errors, encoding errors
-            out.append(f"pkix.name_attribute_decoding_error@{where}: {type(exc).__name__}: "
-                       f"{str(exc)[:120]}")
+            finding = _value_cache[key]
+        except KeyError:
+            finding = _attribute_finding(key[0], attr.oid._name, attr._type, value)
+            if len(_value_cache) >= _VALUE_CACHE_MAX:
+                _value_cache.clear()
+            _value_cache[key] = finding
+        if finding is not None:
+            out.append(finding)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -204,16 +240,16 @@ def variable_findings(cert: x509.Certificate) -> list[str]:
     for g in san:
         value = g.value
         if isinstance(g, x509.RFC822Name):
-            ok = value.isascii() and validators.email(value) is True
-            if not ok:
+            if not _san_ok("email", value):
                 out.append(f"pkix.invalid_email_address_syntax@subjectAltName: {value!r}")
         elif isinstance(g, x509.DNSName):
-            ok = value.isascii() and validators.domain(value) is True
-            if not ok:
+            if not _san_ok("domain", value):
                 out.append(f"pkix.invalid_domain_name_syntax@subjectAltName: {value!r}")
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        if ski.digest != x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest:
+        if pub is None:
+            pub = cert.public_key()
+        if ski.digest != x509.SubjectKeyIdentifier.from_public_key(pub).digest:
             out.append("govca.ski_not_key_hash@subjectKeyIdentifier")
     except x509.ExtensionNotFound:
         pass
@@ -236,10 +272,11 @@ class LintGate:
             self._passed.clear()
 
     def check(self, cert: x509.Certificate) -> LintResult:
-        errors = policy_findings(cert) + variable_findings(cert)
+        subject, pub = cert.subject, cert.public_key()
+        errors = policy_findings(cert, subject) + variable_findings(cert, subject, pub)
         if errors:
             return LintResult(tuple(errors), ())
-        key = shape_key(cert)
+        key = shape_key(cert, subject, pub)
         if key is not None:
             with self._lock:
                 warnings = self._passed.get(key)

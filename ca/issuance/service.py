@@ -8,6 +8,12 @@
  6. check that the HSM signed exactly what was linted, and that the signature verifies
  7. store the certificate and audit success            -- transaction 2
 
+`issue_batch` runs the same steps for many requests: step 2's reads are a few set-based queries
+for the whole batch (`_Reads`), steps 4 and 7 are one transaction each for the whole batch (one
+multi-row INSERT, one executemany UPDATE, `audit.record_many`), and step 5 signs in
+`sign_threads` threads. Step 5 has the HSM sign the linted TBS itself; the certificate is
+assembled around the signature and step 6 parses and checks it. `issue` is a batch of one.
+
 Bad input fails in 1-3, so it burns no serial and stores nothing. A crash between 4 and 7 leaves
 a reserved serial and an audited intent but never a released certificate that the database does
 not hold; `recover_intents` marks such serials as never released.
@@ -18,17 +24,20 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from ca import audit, serial as serials
 from ca.clock import Clock
 from ca.csr import check_csr_key, parse_csr
-from ca.errors import CAError, Conflict, InvalidInput, LintFailed, NotFound, PolicyViolation
+from ca.errors import (CAError, Conflict, IntegrityError, InvalidInput, LintFailed, NotFound,
+                       PolicyViolation)
 from ca.issuance.builder import CertificateContent, IssuerView, build
 from ca.issuance.lint import GATE
 from ca.issuance.signing import check_signed, lint_key, sign_options
@@ -37,9 +46,10 @@ from ca.names import SubjectData, build_name, clean_dns_name, clean_email
 from ca.ports import KeyStore
 from ca.profiles.model import Profile
 from ca.store.database import Database
-from ca.store.models import Certificate, CertificateAuthority, Subscriber
-from ca.subjects import subject_for
-from ca.store.models_org import subscriber_org_version_id
+from ca.store.models import (Certificate, CertificateAuthority, Organization, RaDomain,
+                             Subscriber)
+from ca.store.models_org import OrganizationVersion
+from ca.subjects import chain_from, subject_from_chain
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +112,7 @@ class _Prepared:
     serial: int = 0
     builder: object = None
     tbs: bytes = b""
+    sig_alg: bytes = b""  # DER of the linted copy's signatureAlgorithm
     row: dict = field(default_factory=dict)
     row_id: int = 0
 
@@ -126,11 +137,42 @@ def ca_view(ca: CertificateAuthority, base_url: str) -> IssuerView:
     return view
 
 
+def _der_tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + content
+
+
+def _signature_algorithm_der(cert_der: bytes, tbs: bytes) -> bytes:
+    """The signatureAlgorithm TLV of a Certificate, which follows its TBS."""
+    pos = 2 + (cert_der[1] & 0x7F if cert_der[1] & 0x80 else 0)
+    if cert_der[pos:pos + len(tbs)] != tbs:
+        raise IntegrityError("the linted certificate does not start with its TBS")
+    pos += len(tbs)
+    first = cert_der[pos + 1]
+    n = first & 0x7F if first & 0x80 else 0
+    length = int.from_bytes(cert_der[pos + 2:pos + 2 + n], "big") if n else first
+    return cert_der[pos:pos + 2 + n + length]
+
+
+def _hsm_sign(key, tbs: bytes, opts: dict) -> bytes:
+    """What CertificateBuilder.sign(key, **opts) asks of the key, on the TBS bytes."""
+    algorithm = opts["algorithm"]
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(tbs, opts.get("rsa_padding") or padding.PKCS1v15(), algorithm)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(tbs, ec.ECDSA(algorithm))
+    raise CAError(f"unsupported CA key type {type(key).__name__}", code="signing_failed")
+
+
 class IssuanceService:
     def __init__(self, db: Database, keys: KeyStore, clock: Clock, profiles: dict[str, Profile],
                  base_url: str, fault: Fault = _no_fault) -> None:
         self.db, self.keys, self.clock = db, keys, clock
         self.profiles, self.base_url, self.fault = profiles, base_url.rstrip("/"), fault
+        self.sign_threads = 2  # issue_batch: HSM signatures in this many threads
 
     # -- helpers ---------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:
@@ -151,7 +193,7 @@ class IssuanceService:
         for _attempt in range(3):
             try:
                 with self.db.transaction() as s:
-                    self._reserve(s, prep)
+                    self._reserve_many(s, [prep])
                 break
             except sa_exc.IntegrityError:
                 log.warning("serial collision on CA %s; drawing another", prep.ca_name)
@@ -162,7 +204,10 @@ class IssuanceService:
         der = self._sign(prep)  # 5 + 6 (marks the serial failed and raises on any error)
         # 7. Store and audit (transaction 2).
         with self.db.transaction() as s:
-            return self._store(s, prep, der)
+            [stored] = self._store_many(s, [(prep, der)])
+        if isinstance(stored, CAError):
+            raise stored
+        return stored
 
     def issue_batch(self, reqs: list[IssueRequest]) -> list[Certificate | CAError]:
         """Several certificates with the same guarantees as `issue`, in fewer transactions:
@@ -181,8 +226,7 @@ class IssuanceService:
             return out  # type: ignore[return-value]
         try:
             with self.db.transaction() as s:
-                for _i, prep in preps:
-                    self._reserve(s, prep)
+                self._reserve_many(s, [prep for _i, prep in preps])
         except sa_exc.IntegrityError:  # a serial collision: nothing was reserved; one by one
             log.warning("serial collision in a batch; issuing its requests one by one")
             for i, prep in preps:
@@ -193,33 +237,29 @@ class IssuanceService:
             return out  # type: ignore[return-value]
         self.fault("after_reserve")
         signed: list[tuple[int, _Prepared, bytes]] = []
-        for i, prep in preps:
-            try:
-                signed.append((i, prep, self._sign(prep)))
-            except CAError as exc:
-                out[i] = exc
+        for (i, prep), result in zip(preps, self._sign_all([p for _i, p in preps])):
+            if isinstance(result, CAError):
+                out[i] = result
+            else:
+                signed.append((i, prep, result))
         if signed:
             with self.db.transaction() as s:
-                for i, prep, der in signed:
-                    try:
-                        out[i] = self._store(s, prep, der)
-                    except Conflict as exc:  # abandoned meanwhile: nothing written for it
-                        out[i] = exc
+                stored = self._store_many(s, [(prep, der) for _i, prep, der in signed])
+            for (i, _prep, _der), result in zip(signed, stored):
+                out[i] = result  # a Conflict when recovery abandoned it meanwhile
         return out  # type: ignore[return-value]
 
     # -- the steps ---------------------------------------------------------------------------
     def _prepare(self, req: IssueRequest) -> "_Prepared":
         """Steps 1-3: everything that can refuse a request before a serial is used."""
-        profile, parsed = self._parse(req)
-        now = _seconds(self.clock.now())
-        with self.db.transaction() as s:
-            prep = self._read(s, req, profile, parsed, now)
-        self._build_and_lint(prep)
+        [prep] = self._prepare_many([req])
+        if isinstance(prep, CAError):
+            raise prep
         return prep
 
     def _prepare_many(self, reqs: list[IssueRequest]) -> list["_Prepared | CAError"]:
-        """`_prepare` for several requests with one read transaction (the CA row and the
-        organisation tree are read once: the session's identity map keeps them)."""
+        """Steps 1-3 for several requests: step 2 reads what all of them need in one read
+        transaction with a few set-based queries (`_Reads`), then checks each on its own."""
         out: list = []
         for req in reqs:
             try:
@@ -227,14 +267,25 @@ class IssuanceService:
             except CAError as exc:
                 out.append(exc)
         now = _seconds(self.clock.now())
-        with self.db.transaction() as s:
-            for i, (req, item) in enumerate(zip(reqs, out)):
-                if isinstance(item, CAError):
-                    continue
-                try:
-                    out[i] = self._read(s, req, item[0], item[1], now)
-                except CAError as exc:
-                    out[i] = exc
+        todo = [i for i, item in enumerate(out) if not isinstance(item, CAError)]
+        if todo:
+            with self.db.transaction() as s:
+                reads = _Reads(s)
+                reads.load_cas({reqs[i].ca for i in todo})
+                keyed: list[int] = []
+                for i in todo:  # the CA and the key first (a re-certified key is read here)
+                    try:
+                        out[i] = (out[i][0], self._key(s, reads, reqs[i], out[i][0],
+                                                       out[i][1]))
+                        keyed.append(i)
+                    except CAError as exc:
+                        out[i] = exc
+                reads.load_holders([reqs[i] for i in keyed], [out[i][1] for i in keyed])
+                for i in keyed:
+                    try:
+                        out[i] = self._read(reads, reqs[i], out[i][0], out[i][1], now)
+                    except CAError as exc:
+                        out[i] = exc
         seen: dict[str, int | None] = {}  # duplicate keys inside the batch itself
         for i, item in enumerate(out):
             if not isinstance(item, _Prepared):
@@ -268,10 +319,9 @@ class IssuanceService:
                                "not both", field="csr")
         return profile, None
 
-    def _read(self, s, req: IssueRequest, profile: Profile, parsed, now) -> "_Prepared":
-        """2. Profile: key type, subject from registered data, validity, duplicate keys."""
-        ca = s.execute(select(CertificateAuthority).where(
-            CertificateAuthority.name == req.ca)).scalar_one_or_none()
+    def _key(self, s, reads: "_Reads", req: IssueRequest, profile: Profile, parsed):
+        """2a. The CA can issue; the key (from the CSR or re-certified) fits the profile."""
+        ca = reads.cas.get(req.ca)
         if ca is None:
             raise NotFound(f"no CA named {req.ca!r}", field="ca")
         if ca.status != "active":
@@ -279,10 +329,16 @@ class IssuanceService:
         if req.reuse_key_serial is not None:
             parsed = self._reused_key(s, req, ca)
         check_csr_key(parsed, profile.key_types)
-        subject, email, subscriber_id, domain_id = self._subject(s, req, profile)
-        org_version_id = subscriber_org_version_id(s, subscriber_id)  # models_org
+        return parsed
+
+    def _read(self, reads: "_Reads", req: IssueRequest, profile: Profile, parsed,
+              now) -> "_Prepared":
+        """2b. Profile: subject from registered data, validity, duplicate keys."""
+        ca = reads.cas[req.ca]
+        subject, email, subscriber_id, domain_id = self._subject(reads, req, profile)
+        org_version_id = reads.org_version_id(subscriber_id)
         not_after = self._not_after(req, profile, ca, now)
-        self._check_duplicate_key(s, parsed.spki_sha256, subscriber_id, profile)
+        self._check_duplicate_key(reads, parsed.spki_sha256, subscriber_id, profile)
         issuer = ca_view(ca, self.base_url)
         ca_spec = KeySpec(ca.key_type, ca.key_spec)
         name = build_name(subject)
@@ -312,32 +368,71 @@ class IssuanceService:
             raise LintFailed("the certificate failed the linter; nothing was signed: "
                              + "; ".join(result.errors), list(result.errors))
         prep.tbs = linted.tbs_certificate_bytes
+        prep.sig_alg = _signature_algorithm_der(
+            linted.public_bytes(serialization.Encoding.DER), prep.tbs)
 
-    def _reserve(self, s, prep: "_Prepared") -> None:
-        """4. The reserved row and the audited intent, in the caller's transaction."""
-        req, serial_hex = prep.req, serials.to_hex(prep.serial)
-        prep.row = dict(ca_id=prep.ca_id, serial=serial_hex, state="reserved",
-                        subscriber_id=prep.subscriber_id, profile=prep.profile.name,
-                        subject=prep.subject_text, not_before=prep.now,
-                        not_after=prep.not_after, spki_sha256=prep.spki_sha256,
-                        tbs_sha256=hashlib.sha256(prep.tbs).hexdigest(), reserved_at=prep.now,
-                        organization_version_id=prep.org_version_id)
+    def _reserve_many(self, s, preps: list["_Prepared"]) -> None:
+        """4. The reserved rows (one multi-row INSERT ... RETURNING id) and the audited intents
+        (one audit.record_many), in the caller's transaction."""
+        for prep in preps:
+            prep.row = dict(ca_id=prep.ca_id, serial=serials.to_hex(prep.serial),
+                            state="reserved", subscriber_id=prep.subscriber_id,
+                            profile=prep.profile.name, subject=prep.subject_text,
+                            not_before=prep.now, not_after=prep.not_after,
+                            spki_sha256=prep.spki_sha256,
+                            tbs_sha256=hashlib.sha256(prep.tbs).hexdigest(),
+                            reserved_at=prep.now, organization_version_id=prep.org_version_id)
         table = Certificate.__table__
-        prep.row_id = s.connection().execute(
-            insert(table).values(**prep.row).returning(table.c.id)).scalar_one()
-        audit.record(s, "cert.issue.intent", actor=req.actor, at=prep.now,
-                     target=f"{prep.ca_name}:{serial_hex}", domain_id=prep.domain_id,
-                     details={"profile": prep.profile.name, "subject": prep.subject_text,
-                              "subscriber_id": prep.subscriber_id,
-                              "not_after": prep.not_after.isoformat(), **req.details})
+        conn = s.connection()
+        if len(preps) == 1:
+            ids = [conn.execute(insert(table).values(**preps[0].row)
+                                .returning(table.c.id)).scalar_one()]
+        else:
+            ids = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                               [p.row for p in preps]).scalars().all()
+        if len(ids) != len(preps):  # pragma: no cover - the driver lost rows
+            raise CAError("the database did not return every reserved row", code="db_error")
+        for prep, row_id in zip(preps, ids):
+            prep.row_id = row_id
+        audit.record_many(s, [audit.Entry(
+            "cert.issue.intent", actor=p.req.actor, at=p.now,
+            target=f"{p.ca_name}:{p.row['serial']}", domain_id=p.domain_id,
+            details={"profile": p.profile.name, "subject": p.subject_text,
+                     "subscriber_id": p.subscriber_id, "not_after": p.not_after.isoformat(),
+                     **p.req.details}) for p in preps])
+
+    def _sign_all(self, preps: list["_Prepared"]) -> list["bytes | CAError"]:
+        """Step 5-6 for several reserved certificates, in `sign_threads` threads: python-pkcs11
+        releases the GIL during C_Sign, so one thread's HSM signature overlaps another's
+        Python work (assembling, checking). Each entry is the DER or the error (the serial is
+        then marked failed). Any other exception (a fault injected by tests) is raised."""
+        def one(prep):
+            try:
+                return self._sign(prep)
+            except CAError as exc:
+                return exc
+        threads = min(self.sign_threads, len(preps))
+        if threads <= 1:
+            return [one(p) for p in preps]
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="govca-sign") as pool:
+            return list(pool.map(one, preps))
 
     def _sign(self, prep: "_Prepared") -> bytes:
-        """5. Sign in the HSM with no transaction open; 6. check what came back. On any error
-        the reserved serial is marked failed (never released) and the error raised."""
+        """5. Sign in the HSM with no transaction open: the HSM signs the TBS that was linted,
+        and the Certificate (RFC 5280 4.1: SEQUENCE of the TBS, the signatureAlgorithm of the
+        linted copy, the signature as a BIT STRING) is assembled around it. 6. Check what came
+        back: parsed again, its TBS is the linted one and its signature verifies with the CA's
+        public key. On any error the reserved serial is marked failed (never released) and the
+        error raised."""
         try:
             key = self.keys.load(bytes.fromhex(prep.ca_key_id), prep.ca_label)
-            signed = prep.builder.sign(key, **prep.opts)
+            signature = _hsm_sign(key, prep.tbs, prep.opts)
+            der = _der_tlv(0x30, prep.tbs + prep.sig_alg + _der_tlv(0x03, b"\x00" + signature))
             self.fault("after_sign")
+            try:
+                signed = x509.load_der_x509_certificate(der)
+            except ValueError:
+                raise IntegrityError("the signed certificate could not be parsed") from None
             # 6. The HSM signed what was linted, and its signature verifies.
             check_signed(signed, prep.tbs, prep.issuer.public_key)
         except CAError as exc:
@@ -349,25 +444,52 @@ class IssuanceService:
                           f"issued", code="signing_failed")
             self._fail(prep.row_id, prep.req.actor, prep.now, err)
             raise err from None
-        return signed.public_bytes(serialization.Encoding.DER)
+        return der
 
-    def _store(self, s, prep: "_Prepared", der: bytes) -> Certificate:
-        """7. Store the certificate and audit success, in the caller's transaction. Returns a
-        detached Certificate holding what was written."""
+    def _store_many(self, s, signed: list[tuple["_Prepared", bytes]],
+                    ) -> list["Certificate | Conflict"]:
+        """7. Store the certificates and audit success, in the caller's transaction: one
+        locking read of which reservations are still live, one executemany UPDATE, one
+        audit.record_many. A reservation that recovery abandoned meanwhile is not stored (its
+        entry is a Conflict). Returns detached Certificates holding what was written."""
         issued_at = _seconds(self.clock.now())
-        fingerprint = hashlib.sha256(der).hexdigest()
         table = Certificate.__table__
-        done = dict(der=der, state="issued", issued_at=issued_at, fingerprint_sha256=fingerprint)
-        stored = s.connection().execute(update(table).where(
-            table.c.id == prep.row_id, table.c.state == "reserved").values(**done))
-        if stored.rowcount != 1:  # recovery abandoned the reservation meanwhile: never released
-            raise Conflict(f"serial {prep.row['serial']} was abandoned by recovery while it was "
-                           f"being signed; nothing was issued", code="reservation_abandoned")
-        audit.record(s, "cert.issue", actor=prep.req.actor, at=issued_at,
-                     target=f"{prep.ca_name}:{prep.row['serial']}", domain_id=prep.domain_id,
-                     details={"profile": prep.profile.name, "fingerprint": fingerprint,
-                              "subscriber_id": prep.subscriber_id, **prep.req.details})
-        return Certificate(id=prep.row_id, **{**prep.row, **done})
+        conn = s.connection()
+        live = set(conn.execute(select(table.c.id).where(
+            table.c.id.in_([p.row_id for p, _der in signed]), table.c.state == "reserved")
+            .with_for_update()).scalars())
+        out: list = []
+        params: list[dict] = []
+        events: list[audit.Entry] = []
+        for prep, der in signed:
+            if prep.row_id not in live:  # recovery abandoned it meanwhile: never released
+                out.append(Conflict(f"serial {prep.row['serial']} was abandoned by recovery "
+                                    f"while it was being signed; nothing was issued",
+                                    code="reservation_abandoned"))
+                continue
+            fingerprint = hashlib.sha256(der).hexdigest()
+            params.append({"b_id": prep.row_id, "b_der": der, "b_fp": fingerprint})
+            events.append(audit.Entry(
+                "cert.issue", actor=prep.req.actor, at=issued_at,
+                target=f"{prep.ca_name}:{prep.row['serial']}", domain_id=prep.domain_id,
+                details={"profile": prep.profile.name, "fingerprint": fingerprint,
+                         "subscriber_id": prep.subscriber_id, **prep.req.details}))
+            out.append(Certificate(id=prep.row_id, **{
+                **prep.row, "der": der, "state": "issued", "issued_at": issued_at,
+                "fingerprint_sha256": fingerprint}))
+        if params:
+            stored = conn.execute(update(table).where(
+                table.c.id == bindparam("b_id"), table.c.state == "reserved").values(
+                der=bindparam("b_der"), state="issued", issued_at=issued_at,
+                fingerprint_sha256=bindparam("b_fp")), params)
+            if stored.rowcount not in (-1, len(params)) and (
+                    len(params) == 1 or conn.dialect.supports_sane_multi_rowcount):
+                # Cannot happen under the row locks above; if it did, store nothing (the
+                # reservations stay reserved and recovery marks them never released).
+                raise CAError("the reserved rows changed while they were being stored; "
+                              "nothing was issued", code="reservation_abandoned")
+            audit.record_many(s, events)
+        return out
 
     def _fail(self, row_id: int, actor: str, now: dt.datetime, exc: CAError) -> None:
         with self.db.transaction() as s:
@@ -397,12 +519,12 @@ class IssuanceService:
         return CertifiedKey(public_key=public_key, key_spec=describe(public_key),
                             spki_sha256=old.spki_sha256)
 
-    def _subject(self, s, req: IssueRequest, profile: Profile):
+    def _subject(self, reads: "_Reads", req: IssueRequest, profile: Profile):
         if profile.subject in ("person", "organization"):
             if req.subscriber_id is None:
                 raise InvalidInput(f"profile {profile.name!r} needs a registered subscriber",
                                    field="subscriber")
-            sub = s.get(Subscriber, req.subscriber_id)
+            sub = reads.subs.get(req.subscriber_id)
             if sub is None:
                 raise NotFound(f"no subscriber with id {req.subscriber_id}", field="subscriber")
             if sub.kind != profile.subject:
@@ -410,7 +532,10 @@ class IssuanceService:
                                       f"subscribers; subscriber {sub.id} is a {sub.kind}",
                                       field="profile")
             email = clean_email(sub.email) if sub.email and profile.email_in_san else sub.email
-            return subject_for(s, sub), email, sub.id, sub.domain_id
+            subject = subject_from_chain(sub.kind, sub.full_name,
+                                         reads.localities.get(sub.domain_id),
+                                         chain_from(reads.orgs, sub.organization_id))
+            return subject, email, sub.id, sub.domain_id
         if req.subject is None:
             raise InvalidInput(f"profile {profile.name!r} needs an explicit subject",
                                field="subject")
@@ -418,7 +543,7 @@ class IssuanceService:
         sub_id = req.subscriber_id
         domain_id = None
         if sub_id is not None:
-            sub = s.get(Subscriber, sub_id)
+            sub = reads.subs.get(sub_id)
             if sub is None:
                 raise NotFound(f"no subscriber with id {sub_id}", field="subscriber")
             domain_id = sub.domain_id
@@ -447,20 +572,93 @@ class IssuanceService:
             raise PolicyViolation("the certificate would already be expired", field="not_after")
         return not_after
 
-    def _check_duplicate_key(self, s, spki: str, subscriber_id: int | None,
+    def _check_duplicate_key(self, reads: "_Reads", spki: str, subscriber_id: int | None,
                              profile: Profile) -> None:
-        if s.execute(select(CertificateAuthority.id).where(
-                CertificateAuthority.spki_sha256 == spki)).first():
+        if spki in reads.ca_spkis:
             raise PolicyViolation("the CSR's public key is a CA key; it cannot be certified "
                                   "again", field="csr", code="ca_key_reuse")
         if profile.allow_duplicate_key:
             return
-        other = s.execute(select(Certificate.subscriber_id).where(
-            Certificate.spki_sha256 == spki, Certificate.state.in_(("issued", "reserved")),
-        )).scalars().all()
+        other = reads.holders.get(spki, ())
         if any(o != subscriber_id or subscriber_id is None for o in other):
             raise PolicyViolation("this public key is already certified for another holder; "
                                   "generate a new key pair", field="csr", code="duplicate_key")
+
+
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _chunks(values) -> list[list]:
+    values = list(values)
+    return [values[k:k + _CHUNK] for k in range(0, len(values), _CHUNK)]
+
+
+class _Reads:
+    """Step 2's reads for a batch of requests, as Core queries over sets of ids in one read
+    transaction: the CAs, the subscribers with their domains' localities, the organisation
+    trees (one query per tree level), the current organisation versions, and the holders of the
+    requests' public keys (issued or reserved certificates, CA keys). Rows, not ORM objects."""
+
+    def __init__(self, s) -> None:
+        self.conn = s.connection()
+        self.cas: dict[str, object] = {}
+        self.subs: dict[int, object] = {}
+        self.localities: dict[int, str | None] = {}
+        self.orgs: dict[int, object] = {}
+        self.versions: dict[int, int] = {}
+        self.ca_spkis: set[str] = set()
+        self.holders: dict[str, list[int | None]] = {}
+
+    def load_cas(self, names) -> None:
+        t = CertificateAuthority.__table__
+        for chunk in _chunks(names):
+            for row in self.conn.execute(select(t).where(t.c.name.in_(chunk))):
+                self.cas[row.name] = row
+
+    def load_holders(self, reqs: list[IssueRequest], keys: list) -> None:
+        """The subscribers, organisations and versions of `reqs`, the holders of `keys`."""
+        conn = self.conn
+        st, dt_, ot = Subscriber.__table__, RaDomain.__table__, Organization.__table__
+        vt, ct, cat = (OrganizationVersion.__table__, Certificate.__table__,
+                       CertificateAuthority.__table__)
+        for chunk in _chunks({r.subscriber_id for r in reqs if r.subscriber_id is not None}):
+            for row in conn.execute(select(st.c.id, st.c.kind, st.c.domain_id,
+                                           st.c.organization_id, st.c.full_name, st.c.email)
+                                    .where(st.c.id.in_(chunk))):
+                self.subs[row.id] = row
+        for chunk in _chunks({s.domain_id for s in self.subs.values()}):
+            for dom_id, locality in conn.execute(select(dt_.c.id, dt_.c.locality)
+                                                 .where(dt_.c.id.in_(chunk))):
+                self.localities[dom_id] = locality
+        wanted = {s.organization_id for s in self.subs.values()}
+        own = set(wanted)
+        while wanted:  # one query per level of the trees, upwards
+            for chunk in _chunks(wanted):
+                for row in conn.execute(select(ot.c.id, ot.c.parent_id, ot.c.kind, ot.c.name)
+                                        .where(ot.c.id.in_(chunk))):
+                    self.orgs[row.id] = row
+            wanted = {o.parent_id for o in self.orgs.values()
+                      if o.parent_id is not None and o.parent_id not in self.orgs} - wanted
+        best: dict[int, tuple[int, int]] = {}
+        for chunk in _chunks(own):
+            for org_id, ver_id, version in conn.execute(
+                    select(vt.c.organization_id, vt.c.id, vt.c.version)
+                    .where(vt.c.organization_id.in_(chunk))):
+                if org_id not in best or version > best[org_id][0]:
+                    best[org_id] = (version, ver_id)
+        self.versions = {org_id: ver_id for org_id, (_v, ver_id) in best.items()}
+        spkis = {k.spki_sha256 for k in keys}
+        for chunk in _chunks(spkis):
+            self.ca_spkis.update(conn.execute(select(cat.c.spki_sha256)
+                                              .where(cat.c.spki_sha256.in_(chunk))).scalars())
+            for spki, holder in conn.execute(select(ct.c.spki_sha256, ct.c.subscriber_id).where(
+                    ct.c.spki_sha256.in_(chunk), ct.c.state.in_(("issued", "reserved")))):
+                self.holders.setdefault(spki, []).append(holder)
+
+    def org_version_id(self, subscriber_id: int | None) -> int | None:
+        """`models_org.subscriber_org_version_id` over the rows read."""
+        sub = self.subs.get(subscriber_id) if subscriber_id is not None else None
+        return self.versions.get(sub.organization_id) if sub is not None else None
 
 
 def recover_intents(db: Database, clock: Clock, older_than: dt.timedelta,

@@ -104,3 +104,108 @@ def test_crash_after_reserve_in_a_batch_releases_nothing_and_recovery_abandons_a
         assert s.execute(select(func.count()).select_from(Certificate).where(
             Certificate.state == "abandoned")).scalar() == 2
         assert audit.verify_chain(s) == []
+
+
+def test_batch_subjects_and_org_versions_are_those_of_the_one_by_one_reads(db, issuance,
+                                                                           clock):
+    """The batched Core reads give byte for byte the subject `subject_for` builds from the ORM
+    (NFC UTF8String names, every organisation level), and the current organisation version."""
+    from ca.names import build_name
+    from ca.store.models_org import subscriber_org_version_id
+    from ca.subjects import subject_for
+    with db.transaction() as s:
+        people = s.execute(select(Subscriber.id).where(Subscriber.kind == "person")
+                           .order_by(Subscriber.organization_id.desc(), Subscriber.id)
+                           ).scalars().all()
+        # organisation seals of a top agency (no parent) and of deeper organisations
+        from ca.registry import add_subscriber
+        from ca.store.models import Organization
+        org_rows = s.execute(select(Organization).order_by(Organization.level,
+                                                           Organization.id)).scalars().all()
+        seal_orgs = [org_rows[0], org_rows[len(org_rows) // 2], org_rows[-1]]
+        orgs = [add_subscriber(s, organization_id=o.id, full_name=o.name[:64],
+                               id_number=f"ORG{o.id:09d}", email=f"seal{o.id}@example.gov.vn",
+                               at=clock.now(), actor="t", kind="organization").id
+                for o in seal_orgs]
+        # one person per organisation (different depths, agencies, domains), some seals
+        seen, picked = set(), []
+        for sid in people:
+            org_id = s.get(Subscriber, sid).organization_id
+            if org_id not in seen:
+                seen.add(org_id)
+                picked.append(sid)
+        picked = picked[:12]
+    reqs = [IssueRequest(ca="issuing", profile="personal", actor="t", subscriber_id=sid,
+                         csr=factories.csr()) for sid in picked]
+    reqs += [IssueRequest(ca="issuing", profile="organization", actor="t", subscriber_id=sid,
+                          csr=factories.csr()) for sid in orgs[:3]]
+    assert len(picked) >= 5 and orgs  # several organisations, and organisation seals
+    assert len({r.subscriber_id for r in reqs}) == len(reqs)
+    out = issuance.issue_batch(reqs)
+    assert all(not isinstance(c, Exception) for c in out), out
+    with db.transaction() as s:
+        for req, cert in zip(reqs, out):
+            sub = s.get(Subscriber, req.subscriber_id)
+            expected = build_name(subject_for(s, sub)).public_bytes()
+            got = x509.load_der_x509_certificate(cert.der).subject.public_bytes()
+            assert got == expected, sub.full_name
+            row = s.get(Certificate, cert.id)
+            assert row.organization_version_id == subscriber_org_version_id(s, sub.id)
+            assert row.organization_version_id is not None
+
+
+def test_a_reservation_abandoned_while_the_batch_is_signed_fails_alone(db, issuance, clock):
+    """Recovery abandons one reservation while the batch is being signed (in threads): that
+    certificate is never stored nor released, the others are."""
+    a, b, c = _staff(db, "staff.hanoi.1", "staff.hanoi.2", "staff.hanoi.3")
+    done = []
+
+    def abandon_b(point):
+        if point == "after_sign" and not done:
+            done.append(True)
+            with db.transaction() as s:
+                row = s.execute(select(Certificate).where(
+                    Certificate.subscriber_id == b, Certificate.state == "reserved")).scalar_one()
+                row.state = "abandoned"
+    svc = IssuanceService(issuance.db, issuance.keys, clock, issuance.profiles,
+                          issuance.base_url, fault=abandon_b)
+    assert svc.sign_threads > 1
+    out = svc.issue_batch([IssueRequest(ca="issuing", profile="personal", actor="t",
+                                        subscriber_id=sid, csr=factories.csr())
+                           for sid in (a, b, c)])
+    assert [type(x).__name__ for x in out] == ["Certificate", "Conflict", "Certificate"]
+    assert out[1].code == "reservation_abandoned"
+    with db.transaction() as s:
+        rows = {r.subscriber_id: r for r in s.execute(select(Certificate).where(
+            Certificate.subscriber_id.in_((a, b, c)))).scalars()}
+        assert rows[b].state == "abandoned" and rows[b].der is None
+        assert rows[b].fingerprint_sha256 is None
+        assert rows[a].state == rows[c].state == "issued"
+        issued = s.execute(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "cert.issue",
+            AuditEvent.target == f"issuing:{rows[b].serial}")).scalar()
+        assert issued == 0
+        assert audit.verify_chain(s) == []
+
+
+def test_unknown_ca_and_known_key_fail_alone_in_a_batch(db, issuance):
+    a, b = _staff(db, "staff.hanoi.1", "staff.hanoi.2")
+    key = factories.key("p256")
+    first = issuance.issue_batch([IssueRequest(ca="issuing", profile="personal", actor="t",
+                                               subscriber_id=a, csr=factories.csr(key))])
+    assert not isinstance(first[0], Exception)
+    certs0, _ = _counts(db)
+    out = issuance.issue_batch([
+        IssueRequest(ca="nope", profile="personal", actor="t", subscriber_id=a,
+                     csr=factories.csr()),
+        IssueRequest(ca="issuing", profile="personal", actor="t", subscriber_id=b,
+                     csr=factories.csr(key)),  # a's key, for b
+        IssueRequest(ca="issuing", profile="personal", actor="t", subscriber_id=a,
+                     csr=factories.csr(key)),  # a's key again, for a: allowed
+        IssueRequest(ca="issuing", profile="personal", actor="t", subscriber_id=999999,
+                     csr=factories.csr()),
+    ])
+    assert [type(x).__name__ for x in out] == ["NotFound", "PolicyViolation", "Certificate",
+                                               "NotFound"]
+    assert out[1].code == "duplicate_key" and out[3].field == "subscriber"
+    assert _counts(db)[0] - certs0 == 1
