@@ -18,6 +18,11 @@ class Settings:
     listen: str
     profiles_file: Path
     hsm: HsmConfig | None = field(default=None)
+    read_database_url: str | None = None  # GOVCA_READ_DATABASE_URL: a streaming replica
+    read_max_lag: float = 60.0  # GOVCA_READ_DATABASE_MAX_LAG: seconds a replica may lag
+    # GOVCA_OCSP_REPLICA_MAX_LAG: OCSP status reads may use the replica while it lags less than
+    # this; unset (the default): OCSP reads the primary only.
+    ocsp_replica_max_lag: float | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -34,7 +39,8 @@ class Settings:
             secret_key_file=Path(env.get("GOVCA_SECRET_KEY_FILE", instance / "secret-key")),
             listen=env.get("GOVCA_LISTEN", "127.0.0.1:8080"),
             profiles_file=Path(env.get("GOVCA_PROFILES_FILE", instance / "profiles.json")),
-            hsm=hsm)
+            hsm=hsm, read_database_url=read_database_url(env, db_url),
+            read_max_lag=read_max_lag(env), ocsp_replica_max_lag=ocsp_replica_max_lag(env))
 
     def secret_key(self) -> str:
         """The Flask secret key, generated into the instance on first use (mode 0600)."""
@@ -47,3 +53,67 @@ class Settings:
         with os.fdopen(fd, "w") as fh:
             fh.write(key)
         return key
+
+
+def read_database_url(env: dict[str, str], primary: str) -> str | None:
+    """GOVCA_READ_DATABASE_URL, checked at start: a PostgreSQL URL naming a database, beside a
+    PostgreSQL primary. The URL is never repeated in the message (it may hold a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from ca.errors import ConfigurationError
+    raw = (env.get("GOVCA_READ_DATABASE_URL") or "").strip()
+    if not raw:
+        return None
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ConfigurationError("GOVCA_READ_DATABASE_URL is not a database URL (expected "
+                                 "postgresql+psycopg://user@replica-host:5432/govca)",
+                                 field="GOVCA_READ_DATABASE_URL") from None
+    if not url.drivername.startswith("postgresql"):
+        raise ConfigurationError("GOVCA_READ_DATABASE_URL must be a PostgreSQL URL (a streaming "
+                                 "replica of the primary), e.g. postgresql+psycopg://...",
+                                 field="GOVCA_READ_DATABASE_URL")
+    if not url.database:
+        raise ConfigurationError("GOVCA_READ_DATABASE_URL names no database (add /govca)",
+                                 field="GOVCA_READ_DATABASE_URL")
+    if not primary.startswith("postgresql"):
+        raise ConfigurationError("GOVCA_READ_DATABASE_URL needs a PostgreSQL primary "
+                                 "(GOVCA_DATABASE_URL); with SQLite there is no replica",
+                                 field="GOVCA_READ_DATABASE_URL")
+    return raw
+
+
+def read_max_lag(env: dict[str, str]) -> float:
+    from ca.errors import ConfigurationError
+    raw = (env.get("GOVCA_READ_DATABASE_MAX_LAG") or "60").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise ConfigurationError("GOVCA_READ_DATABASE_MAX_LAG must be a number of seconds from "
+                                 "0 to 86400", field="GOVCA_READ_DATABASE_MAX_LAG")
+    return value
+
+
+def ocsp_replica_max_lag(env: dict[str, str]) -> float | None:
+    """GOVCA_OCSP_REPLICA_MAX_LAG: off unless set. A revocation must show in OCSP within
+    seconds, so the bound is small (at most 30 s) and needs a replica to use."""
+    from ca.errors import ConfigurationError
+    raw = (env.get("GOVCA_OCSP_REPLICA_MAX_LAG") or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 30:
+        raise ConfigurationError("GOVCA_OCSP_REPLICA_MAX_LAG must be a number of seconds from 0 "
+                                 "to 30 (a revocation must show in OCSP within seconds)",
+                                 field="GOVCA_OCSP_REPLICA_MAX_LAG")
+    if not (env.get("GOVCA_READ_DATABASE_URL") or "").strip():
+        raise ConfigurationError("GOVCA_OCSP_REPLICA_MAX_LAG needs a replica "
+                                 "(GOVCA_READ_DATABASE_URL)", field="GOVCA_OCSP_REPLICA_MAX_LAG")
+    return value

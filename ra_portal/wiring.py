@@ -11,7 +11,7 @@ from ca.errors import HsmUnavailable
 from ca.issuance.service import IssuanceService
 from ca.ceremony import Ceremony
 from ca.profiles.model import Profile, builtin_profiles
-from ca.store.database import Database, make_engine
+from ca.store.database import Database, make_engine, make_read_engine
 from ra_portal.settings import Settings
 
 
@@ -71,10 +71,12 @@ class Services:
     def close(self) -> None:
         if self._keys is not None:
             self._keys.close()
-        self.db.engine.dispose()
+        self.db.dispose()
 
 
 def build_services(settings: Settings, clock: Clock | None = None, engine=None) -> Services:
     engine = engine or make_engine(settings.database_url)
-    return Services(settings=settings, db=Database(engine), clock=clock or SystemClock(),
+    replica = make_read_engine(settings.read_database_url) if settings.read_database_url else None
+    db = Database(engine, replica, read_max_lag=settings.read_max_lag)
+    return Services(settings=settings, db=db, clock=clock or SystemClock(),
                     profiles=builtin_profiles(settings.profiles_file))

@@ -7,18 +7,28 @@ transaction surfaces as an OperationalError that `is_transient` recognises; the 
 it with 503 and Retry-After, and `Database.run` retries a unit of work only when the failure
 certainly came before COMMIT was sent (never one whose COMMIT may have reached the server).
 SQLite waits `GOVCA_DB_BUSY_TIMEOUT` seconds (default 30) for a lock, then fails the same way.
+
+Read replicas (issue 8 point 4): `Database.read_transaction()` hands out a read-only session for
+work that tolerates replication lag (the reports). It uses the read engine
+(`GOVCA_READ_DATABASE_URL`, a PostgreSQL streaming replica) when one is configured, reachable and
+not lagging more than the caller allows, and the primary otherwise, always READ ONLY. A replica
+that cannot be reached is left alone for `replica_retry` seconds (one log line), so a dead
+replica costs one connection timeout, not one per request. On SQLite the read engine is the same
+database file opened with `PRAGMA query_only` and without the writers' BEGIN IMMEDIATE.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,21 @@ def make_engine(url: str, **kwargs) -> Engine:
         # Fail fast when the server is unreachable instead of hanging a worker.
         kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 5)
     return create_engine(url, **kwargs)
+
+
+def make_read_engine(url: str, **kwargs) -> Engine:
+    """An engine for a read replica: fails fast (3 s) when the replica cannot be reached, so
+    the caller falls back to the primary quickly."""
+    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 3)
+    return make_engine(url, **kwargs)
+
+
+def safe_url(url) -> str:
+    """A database URL for logs and messages: never the password."""
+    try:
+        return make_url(str(url)).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparsable: say nothing about it
+        return "(unparsable URL)"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -85,12 +110,53 @@ def configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class Database:
-    """Hands out sessions; `transaction()` commits on success and rolls back on error."""
+def sqlite_reader(url) -> Engine:
+    """A read-only engine on a SQLite file: `PRAGMA query_only` refuses every write, and a plain
+    (deferred) BEGIN takes no write lock, so in WAL mode a long report never blocks a writer."""
+    engine = create_engine(url, connect_args={"timeout": busy_timeout()})
 
-    def __init__(self, engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver callback
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout() * 1000)}")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # pragma: no cover - driver callback
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+# Replay lag of a PostgreSQL standby in seconds: 0 on a primary, 0 when everything received has
+# been replayed, otherwise the age of the last replayed commit. (A standby cut off from its
+# primary has nothing unreplayed and so reports 0: watch pg_stat_replication for that.)
+LAG_SQL = text(
+    "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 "
+    "WHEN pg_last_wal_receive_lsn() IS NOT NULL "
+    "AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END")
+
+
+class Database:
+    """Hands out sessions; `transaction()` commits on success and rolls back on error;
+    `read_transaction()` gives a read-only session, on the read replica when there is one."""
+
+    def __init__(self, engine: Engine, read_engine: Engine | None = None, *,
+                 read_max_lag: float | None = None, replica_retry: float = 30.0,
+                 lag_cache: float = 1.0) -> None:
         self.engine = engine
         self._factory = sessionmaker(bind=engine, expire_on_commit=False)
+        self.read_engine = read_engine  # the replica (PostgreSQL), or None
+        self.read_max_lag = read_max_lag  # default bound for read_transaction (None: any lag)
+        self.replica_retry = replica_retry
+        self._lag_cache = lag_cache
+        self._replica_down_until = 0.0
+        self._lag: tuple[float, float] | None = None  # (lag seconds, monotonic time measured)
+        self._sqlite_reader: Engine | None = None
+        self._read_lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -107,6 +173,116 @@ class Database:
                 yield session
         finally:
             session.close()
+
+    # -- reads that tolerate replication lag ------------------------------------------------
+    @contextlib.contextmanager
+    def read_transaction(self, max_lag: float | None = None, *,
+                         replica: bool = True) -> Iterator[Session]:
+        """A read-only session (SET TRANSACTION READ ONLY; `PRAGMA query_only` on SQLite) on the
+        replica when it is configured, reachable and at most `max_lag` seconds behind (default
+        `read_max_lag`; None: any lag), else on the primary. `replica=False`: the primary,
+        read-only. Writing through it fails."""
+        session = None
+        engine = self.replica_engine(max_lag) if replica else None
+        if engine is not None:
+            try:
+                session = self._open_read(engine)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.replica_failed(exc)
+        if session is None:
+            session = self._open_read(self._primary_reader())
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def replica_engine(self, max_lag: float | None = None) -> Engine | None:
+        """The replica engine if it may be used now (configured, not known to be down, lag
+        within `max_lag` or `read_max_lag`), else None: read from the primary. For readers that
+        use Core connections (e.g. the OCSP status reads)."""
+        if self.read_engine is None or time.monotonic() < self._replica_down_until:
+            return None
+        bound = self.read_max_lag if max_lag is None else max_lag
+        if bound is None:
+            return self.read_engine
+        try:
+            lag = self.replica_lag()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.replica_failed(exc)
+            return None
+        if lag > bound:
+            log.warning("read replica %.1f s behind (limit %.1f s): reading from the primary",
+                        lag, bound)
+            return None
+        return self.read_engine
+
+    def replica_lag(self) -> float:
+        """Seconds the replica's replay is behind (cached `lag_cache` seconds); 0.0 without a
+        replica."""
+        if self.read_engine is None:
+            return 0.0
+        t = time.monotonic()
+        cached = self._lag
+        if cached is not None and t - cached[1] < self._lag_cache:
+            return cached[0]
+        with self.read_engine.connect() as conn:
+            lag = float(conn.execute(LAG_SQL).scalar() or 0.0)
+        self._lag = (max(0.0, lag), t)
+        return self._lag[0]
+
+    def replica_failed(self, exc: BaseException) -> None:
+        """Note that the replica failed (a transient error): it is left alone, and reads go to
+        the primary, for `replica_retry` seconds. One log line per outage, without the URL's
+        password or the driver's message."""
+        with self._read_lock:
+            if time.monotonic() < self._replica_down_until:
+                return
+            self._replica_down_until = time.monotonic() + self.replica_retry
+        # The exception type only: its text may carry the URL of the replica.
+        log.warning("read replica %s unavailable (%s): reading from the primary for %.0f s",
+                    safe_url(self.read_engine.url), type(exc).__name__, self.replica_retry)
+
+    def _primary_reader(self) -> Engine:
+        if self.engine.dialect.name != "sqlite":
+            return self.engine
+        database = self.engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return self.engine  # one in-memory database: there is no second connection to it
+        with self._read_lock:
+            if self._sqlite_reader is None:
+                self._sqlite_reader = sqlite_reader(self.engine.url)
+            return self._sqlite_reader
+
+    @staticmethod
+    def _open_read(engine: Engine) -> Session:
+        session = Session(bind=engine, expire_on_commit=False)
+        try:
+            session.begin()
+            conn = session.connection()  # connects (and fails here when the server is down)
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            return session
+        except BaseException:
+            with contextlib.suppress(Exception):
+                session.close()
+            raise
+
+    def dispose(self) -> None:
+        """Close every pooled connection (primary, replica, SQLite reader)."""
+        self.engine.dispose()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
+        if self._sqlite_reader is not None:
+            self._sqlite_reader.dispose()
 
     def run(self, work: Callable[[Session], T], *, attempts: int = 3,
             backoff: float = 0.2) -> T:

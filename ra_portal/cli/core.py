@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from ca.keys import KeySpec
 from ca.names import SubjectData
-from ra_portal.cli.common import CLIError, main, read_limited, with_services
+from ra_portal.cli.common import CLIError, cli_errors, main, read_limited, with_services
 
 
 # --- instance and database -----------------------------------------------------------------
@@ -294,7 +294,8 @@ def serve(listen, workers, relying_parties):
     """Serve the web application with gunicorn."""
     import os
     from ra_portal.settings import Settings
-    settings = Settings.from_env()
+    with cli_errors():  # a bad setting is one line, not a traceback
+        settings = Settings.from_env()
     listen = listen or settings.listen
     click.echo(f"GovCA on http://{listen}/  (relying parties: /pki/certs/<ca>.crt, "
                f"/pki/crl/<ca>.crl, /ocsp)")

@@ -6,7 +6,6 @@ through the other within seconds."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import threading
 import time
@@ -22,57 +21,25 @@ from ca.store.models_crl import SchedulerLease
 from ca.store.models_ops import SchedulerRun
 from tests.conftest import PG_URL
 from tests.crl.helpers import ca_cert, ocsp_request
-from tests.crl.server import ROOT, free_port, http
 from tests.faults.helpers import api_token, approve_until_done, call, staff_ids, submit_issue
+from tests.serverkit import GovcaServer, free_port, govca_env, http
 
 pytestmark = pytest.mark.postgres_only
-GOVCA = Path(ROOT) / ".venv" / "bin" / "govca"
 
 
-class Serve:
-    """`govca serve --listen 127.0.0.1:PORT --workers 2` with its own instance folder."""
-
-    def __init__(self, tmp_path: Path, hsm_config, name: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        instance = tmp_path / name
-        instance.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GOVCA_")}
-        env.update(GOVCA_INSTANCE=str(instance), GOVCA_DATABASE_URL=PG_URL,
-                   GOVCA_PKCS11_MODULE=hsm_config.module,
-                   GOVCA_PKCS11_TOKEN=hsm_config.token_label,
-                   GOVCA_PKCS11_PIN_FILE=str(hsm_config.pin_file), GOVCA_BASE_URL=self.base,
-                   GOVCA_SCHEDULER="inprocess", GOVCA_SCHEDULER_INTERVAL="1")
-        self.log = instance / "serve.log"
-        self._log = open(self.log, "wb")
-        self.proc = subprocess.Popen([str(GOVCA), "serve", "--listen", f"127.0.0.1:{self.port}",
-                                      "--workers", "2"], env=env, cwd=ROOT, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
-            try:
-                if http(self.base + "/healthz", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError("govca serve not ready:\n" + self.log.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
+def serve(tmp_path: Path, hsm_config, name: str) -> GovcaServer:
+    """`govca serve --listen 127.0.0.1:PORT --workers 2` with its own instance folder, the
+    in-process scheduler every second, and none of this process's GOVCA_* settings."""
+    instance = tmp_path / name
+    instance.mkdir()
+    port = free_port()
+    env = govca_env(instance=instance, database_url=PG_URL, hsm_config=hsm_config,
+                    base_url=f"http://127.0.0.1:{port}", scheduler_interval=1,
+                    inherit_govca=False)
+    return GovcaServer(env, log_path=instance / "serve.log", port=port, workers=2, serve=True)
 
 
-def _worker_pids(serve: Serve) -> set[int]:
+def _worker_pids(serve: GovcaServer) -> set[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(serve.proc.pid)],
                          capture_output=True, text=True).stdout
     return {int(p) for p in out.split()} | {serve.proc.pid}
@@ -89,7 +56,8 @@ def _ocsp_status(base: str, der: bytes):
 
 
 def test_two_servers_over_one_postgresql(db, hsm_config, tmp_path):
-    a, b = Serve(tmp_path, hsm_config, "host-a"), Serve(tmp_path, hsm_config, "host-b")
+    a = serve(tmp_path, hsm_config, "host-a")
+    b = serve(tmp_path, hsm_config, "host-b")
     try:
         a.wait_ready()
         b.wait_ready()
@@ -156,9 +124,8 @@ def test_two_servers_over_one_postgresql(db, hsm_config, tmp_path):
     finally:
         a.stop()
         b.stop()
-    for s in (a, b):
-        log = s.log.read_text(errors="replace")
-        assert "Traceback" not in log and '" 500 ' not in log, log[-3000:]
+    for server in (a, b):
+        server.assert_clean_log()
 
 
 def _utc(t: float) -> dt.datetime:

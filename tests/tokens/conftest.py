@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from ca.clock import FixedClock
+from tests import serverkit
 
 
 @pytest.fixture(scope="session")
@@ -65,59 +66,22 @@ logconfig_dict = {
 """
 
 
-class GovcaServer:
+class GovcaServer(serverkit.GovcaServer):
     """`govca serve` (gunicorn, one worker, access log on) on a free loopback port, against the
     test database and the session's CA token; application logs at DEBUG into the same log."""
 
     def __init__(self, root, env: dict[str, str]) -> None:
-        import socket
-        import subprocess
-        import sys
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        port = serverkit.free_port()
         conf = root / "gunicorn_logging.py"
         conf.write_text(GUNICORN_LOGGING)
-        env = {**env, "GOVCA_SCHEDULER": "off", "GOVCA_BASE_URL": self.url,
+        env = {**env, "GOVCA_SCHEDULER": "off", "GOVCA_BASE_URL": f"http://127.0.0.1:{port}",
                "GUNICORN_CMD_ARGS": f"--config {conf} --timeout 120 --no-control-socket"}
-        self.log_path = root / "server.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from ra_portal.cli import main; main()", "serve",
-             "--listen", f"127.0.0.1:{port}", "--workers", "1"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        import time
-        import urllib.request
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("govca serve exited:\n" + self.log())
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("govca serve did not start:\n" + self.log())
+        super().__init__(env, log_path=root / "server.log", port=port, workers=1, serve=True,
+                         cwd=None, ready_timeout=60)
+        self.url = self.base
 
     def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text("utf-8", errors="replace")
-
-    def stop(self) -> None:
-        import subprocess
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
+        return self.log_text()
 
 
 class Workstation:
