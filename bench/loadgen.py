@@ -85,6 +85,10 @@ def _worker(host: str, port: int, requests: list[bytes], nonce_at: int | None,
         time.sleep(min(0.01, max(0.0, start_at - perf())))
     end = perf() + seconds
     cpu0 = time.process_time()
+    if n_conns == 1:  # one connection: a blocking loop, no selector (≈ 10 µs less a request)
+        n, errors, lat = _single(host, port, requests, nonce_at, seconds, offset, end)
+        out.put((n, errors, lat, time.process_time() - cpu0))
+        return
     conns = [connect(offset + k) for k in range(n_conns)]
     for c in conns:
         send(c)
@@ -136,6 +140,53 @@ def _worker(host: str, port: int, requests: list[bytes], nonce_at: int | None,
     for key in list(sel.get_map().values()):
         key.fileobj.close()
     out.put((n, errors, lat, cpu))
+
+
+def _single(host: str, port: int, requests: list[bytes], nonce_at: int | None,
+            seconds: float, i: int, end: float) -> tuple[int, int, list[float]]:
+    """_worker() for one connection: blocking send and recv, same framing and accounting."""
+    perf = time.perf_counter
+    urandom = os.urandom
+    nreq = len(requests)
+    lat: list[float] = []
+    n = errors = 0
+
+    def connect() -> socket.socket:
+        s = socket.create_connection((host, port), timeout=max(10.0, seconds + 5))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+    sock = connect()
+    try:
+        while True:
+            t0 = perf()
+            if t0 >= end:
+                break
+            req = requests[i % nreq]
+            i += 1
+            if nonce_at is not None:
+                req = req[:nonce_at] + urandom(32) + req[nonce_at + 32:]
+            sock.sendall(req)
+            buf, need, status, close = b"", -1, 0, False
+            while need < 0 or len(buf) < need:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                buf += data
+                if need < 0:
+                    k = buf.find(_CRLF2)
+                    if k >= 0:
+                        status, length, close = _parse_head(buf[:k])
+                        need = k + 4 + length
+            lat.append(perf() - t0)
+            n += 1
+            if need < 0 or len(buf) < need or status != 200 or need == buf.find(_CRLF2) + 4:
+                errors += 1
+            if close or need < 0 or len(buf) < need:
+                sock.close()
+                sock = connect()
+    finally:
+        sock.close()
+    return n, errors, lat
 
 
 def run(host: str, port: int, *, method: str, paths: list[str], bodies: list[bytes] | None,

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from ca import metrics
 from ca.store.models import CertificateAuthority
 from crl import ocsp_codec
-from crl.ocsp import MALFORMED, OcspResult, OcspService
+from crl.ocsp import MALFORMED, OcspResult, OcspService, ocsp_settings
 from crl.publish import CrlPublisher, delta_period
 
 bp = Blueprint("pki", __name__)
@@ -120,7 +120,7 @@ def _ocsp_for(app) -> OcspService:
             svc = app.extensions.get("govca.ocsp")
             if svc is None:
                 s = app.extensions["govca"]
-                svc = OcspService(s.db, _LazyKeys(s), s.clock)
+                svc = OcspService(s.db, _LazyKeys(s), s.clock, ocsp_settings(s))
                 app.extensions["govca.ocsp"] = svc
     return svc
 

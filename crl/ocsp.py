@@ -40,6 +40,15 @@ class OcspSettings:
     cache_size: int = 50_000  # answers per process (~40 MB at most)
     request_cache_size: int = 20_000  # exact request octets -> answer (skips parsing)
     index_ttl: float = 30.0
+    # Status reads on the read replica while it lags at most this many seconds (None: primary
+    # only). Writes, and the read right after a revocation (refresh_serial), use the primary.
+    replica_max_lag: float | None = None
+
+
+def ocsp_settings(svc) -> OcspSettings:
+    """The responder's settings from the service container (GOVCA_OCSP_REPLICA_MAX_LAG)."""
+    settings = getattr(svc, "settings", None)
+    return OcspSettings(replica_max_lag=getattr(settings, "ocsp_replica_max_lag", None))
 
 
 @dataclass(frozen=True)
@@ -89,12 +98,18 @@ class OcspService:
         self._index_at = -1e9
         self._signers: dict[int, tuple[Signer | None, float]] = {}
         self._cache: dict[tuple[int, bytes], tuple[OcspResult, float]] = {}
-        self.reader = StatusReader(db)
+        self.reader = StatusReader(db, replica_max_lag=self.settings.replica_max_lag)
         self._status_cache: dict[tuple[int, str], tuple[object, float]] = {}
         # The request octets of single-certID, nonce-free requests (what RFC 5019 clients send,
         # byte for byte the same each time) -> (answer, when its status was read): a repeated
         # request is answered without parsing. Same freshness rule as _cache.
         self._requests: dict[bytes, tuple[OcspResult, float]] = {}
+        # Requests with a nonce: a client sends the same octets each time but for the nonce's
+        # value. Keyed by the octets around the nonce value (whose position is found per body
+        # length), a request of a known shape is not parsed again: the parse depends on the
+        # nonce's length, never on its value (crl/ocsp_codec.py OcspRequest.nonce_span).
+        self._shapes: dict[int, tuple[tuple[int, int, int], ...]] = {}
+        self._shaped: dict[tuple, codec.OcspRequest] = {}
 
     # -- lookups ----------------------------------------------------------------------------
     def _load_index(self, force: bool = False) -> None:
@@ -136,7 +151,11 @@ class OcspService:
             if entry is not None and entry[0] is not None and entry[0].responder_id == row.id:
                 signer = entry[0]
             else:
-                signer = make_signer(row, self.keys.load(bytes.fromhex(row.key_id), row.key_label))
+                # Signed on the request path from every worker thread: a PKCS#11 session per
+                # thread, no pool checkout per answer (hsm/pool.py, "Per-thread sessions").
+                key = self.keys.load(bytes.fromhex(row.key_id), row.key_label)
+                hot = getattr(key, "for_hot_path", None)  # HSM keys: hsm.keys.per_thread
+                signer = make_signer(row, hot() if hot is not None else key)
         self._signers[ca_id] = (signer, time.monotonic())
         return signer
 
@@ -156,10 +175,14 @@ class OcspService:
         if hit is not None and time.monotonic() - hit[1] < self.settings.cache_ttl and \
                 hit[0].next_update > self.clock.now():
             return hit[0]
-        try:
-            req = codec.parse_request(body, self.settings.max_cert_ids)
-        except codec.MalformedRequest:
-            return MALFORMED
+        req = self._known_shape(body)
+        if req is None:
+            try:
+                req = codec.parse_request(body, self.settings.max_cert_ids)
+            except codec.MalformedRequest:
+                return MALFORMED
+            if req.nonce_span is not None:
+                self._remember_shape(body, req)
         try:
             if len(req.cert_ids) == 1 and req.nonce is None:
                 ca_id = self.issuer_of(req.cert_ids[0])
@@ -180,6 +203,31 @@ class OcspService:
                 return TRY_LATER
             log.exception("OCSP request failed")
             return INTERNAL
+
+    def _known_shape(self, body) -> codec.OcspRequest | None:
+        if type(body) is not bytes:
+            return None
+        spans = self._shapes.get(len(body))
+        if spans is None:
+            return None
+        for span in spans:
+            ts, a, b = span
+            hit = self._shaped.get((span, body[:a], body[b:]))
+            if hit is not None:
+                return codec.OcspRequest(cert_ids=hit.cert_ids, nonce=body[ts:b],
+                                         nonce_span=span)
+        return None
+
+    def _remember_shape(self, body, req: codec.OcspRequest) -> None:
+        body = bytes(body)
+        span = req.nonce_span
+        if len(self._shaped) >= self.settings.request_cache_size:
+            self._shaped.clear()
+            self._shapes.clear()
+        spans = self._shapes.get(len(body), ())
+        if span not in spans:
+            self._shapes[len(body)] = (spans + (span,))[-4:]
+        self._shaped[(span, body[:span[1]], body[span[2]:])] = req
 
     def _answer(self, req: codec.OcspRequest) -> OcspResult:
         ca_ids = {self.issuer_of(cid) for cid in req.cert_ids}
@@ -224,12 +272,13 @@ class OcspService:
         nh, kh = self._sha1[ca_id]
         return codec.cert_id_der("sha1", nh, kh, serial)
 
-    def _sign_single(self, ca_id, cid, serial_hex, presignable):
+    def _sign_single(self, ca_id, cid, serial_hex, presignable, *, fresh=False):
         signer = self.signer(ca_id)
         if signer is None:
             return TRY_LATER, False
         now = self.clock.now().replace(microsecond=0)
-        st = self.reader.statuses(ca_id, [serial_hex] if serial_hex else []).get(serial_hex)
+        st = self.reader.statuses(ca_id, [serial_hex] if serial_hex else [],
+                                  primary=fresh).get(serial_hex)
         single = self._single(cid.raw, st, now, signer)
         der = self._encode(signer, [single], None, now)
         result = OcspResult(der, codec.SUCCESSFUL, single.this_update, single.next_update,
@@ -311,7 +360,10 @@ class OcspService:
             while limit is None or done < limit:
                 now = self.clock.now().replace(microsecond=0)
                 horizon = now + self.settings.refresh_before
-                with self.db.transaction() as s:
+                # May read a replica: store_responses re-checks each status on the primary.
+                with self.db.read_transaction(self.settings.replica_max_lag,
+                                              replica=self.settings.replica_max_lag
+                                              is not None) as s:
                     rows = s.execute(
                         select(Certificate.id, Certificate.serial, Certificate.revoked_at,
                                Certificate.revocation_reason)
@@ -341,5 +393,5 @@ class OcspService:
             return
         cid = codec.CertId("sha1", *self._sha1[ca_id], int(serial_hex, 16),
                            raw=self._canonical(ca_id, int(serial_hex, 16)))
-        result, _ = self._sign_single(ca_id, cid, serial_hex, True)
+        result, _ = self._sign_single(ca_id, cid, serial_hex, True, fresh=True)  # not a replica
         self._cache[(ca_id, cid.raw)] = (result, time.monotonic())

@@ -48,9 +48,14 @@ class OcspRequest:
     cert_ids: tuple[CertId, ...]
     nonce: bytes | None = None  # the nonce extension's extnValue, echoed verbatim
     extensions: tuple[bytes, ...] = field(default_factory=tuple)
+    # Where the nonce's octets are in the request: (start of the inner OCTET STRING, start and
+    # end of its content). The parse depends on their number, never on their value, so another
+    # request equal outside [content start, end) parses to the same request (crl/ocsp.py).
+    nonce_span: tuple[int, int, int] | None = field(default=None, compare=False)
 
 
-def _extensions(data: bytes, start: int, end: int) -> list[tuple[bytes, bool, bytes]]:
+def _extensions(data: bytes, start: int, end: int) -> list[tuple[bytes, bool, bytes, int]]:
+    """(extnID DER, critical, extnValue content, offset of that content in `data`)."""
     cs, ce = der.expect(data, start, end, der.TAG_SEQUENCE)
     out = []
     for tag, _es, ecs, ece in der.children(data, cs, ce):
@@ -61,7 +66,7 @@ def _extensions(data: bytes, start: int, end: int) -> list[tuple[bytes, bool, by
             raise DERError("bad extension")
         critical = len(parts) == 3 and data[parts[1][2]:parts[1][3]] != b"\x00"
         oid = data[parts[0][1]:parts[0][3]]
-        out.append((oid, critical, data[parts[-1][2]:parts[-1][3]]))
+        out.append((oid, critical, data[parts[-1][2]:parts[-1][3]], parts[-1][2]))
     return out
 
 
@@ -105,23 +110,23 @@ def _parse(data: bytes, max_cert_ids: int) -> OcspRequest:
     if len(requests) > max_cert_ids:
         raise MalformedRequest(f"more than {max_cert_ids} certificates in one request")
     cert_ids = tuple(_cert_id(data, r) for r in requests)
-    nonce = None
+    nonce = span = None
     if i < len(items):
         if items[i][0] != 0xA2:
             raise MalformedRequest("unexpected element in tbsRequest")
-        for oid, critical, value in _extensions(data, items[i][2], items[i][3]):
+        for oid, critical, value, at in _extensions(data, items[i][2], items[i][3]):
             if oid == OID_NONCE:
                 vcs, vce = der.expect(value, 0, len(value), der.TAG_OCTET_STRING)
                 if vce != len(value) or not 1 <= vce - vcs <= MAX_NONCE:
                     # RFC 8954 2.1: nonces of 0 or over 32 octets MUST be rejected.
                     raise MalformedRequest("nonce of a length outside 1..32 octets")
-                nonce = value
+                nonce, span = value, (at, at + vcs, at + vce)
             elif critical:
                 raise MalformedRequest("unsupported critical request extension")
         i += 1
     if i != len(items):
         raise MalformedRequest("unexpected trailing elements in tbsRequest")
-    return OcspRequest(cert_ids=cert_ids, nonce=nonce)
+    return OcspRequest(cert_ids=cert_ids, nonce=nonce, nonce_span=span)
 
 
 def _cert_id(data: bytes, item) -> CertId:
@@ -220,16 +225,36 @@ def _single(s: SingleStatus) -> bytes:
                                             _tlv(0xA0, nxt))))
 
 
+_RESPONDER_IDS: dict[bytes, bytes] = {}
+
+
+def _nonce_extensions(nonce: bytes) -> bytes:
+    """responseExtensions [1] with the nonce extension echoing `nonce` (the request's extnValue
+    octets, RFC 8954: at most 34 here, an OCTET STRING of 1..32 octets)."""
+    n = len(nonce)
+    if n + 17 < 0x80:  # every length fits in one octet: written directly
+        return bytes((0xA1, n + 17, der.TAG_SEQUENCE, n + 15, der.TAG_SEQUENCE, n + 13)) + \
+            OID_NONCE + bytes((der.TAG_OCTET_STRING, n)) + nonce
+    return _tlv(0xA1, _tlv(der.TAG_SEQUENCE, _tlv(der.TAG_SEQUENCE, OID_NONCE + _tlv(
+        der.TAG_OCTET_STRING, nonce))))
+
+
 def response_data(*, responder_key_hash: bytes, produced_at: dt.datetime,
                   singles: list[SingleStatus], nonce: bytes | None) -> bytes:
     """ResponseData (RFC 6960 4.2.1): version v1 (default, omitted), responderID byKey
     (RFC 5019 2.2.3), producedAt, responses and the echoed nonce."""
-    parts = [_tlv(0xA2, _tlv(der.TAG_OCTET_STRING, responder_key_hash)), _time(produced_at),
-             _tlv(der.TAG_SEQUENCE, b"".join([_single(s) for s in singles]))]
-    if nonce is not None:
-        parts.append(_tlv(0xA1, _tlv(der.TAG_SEQUENCE, _tlv(der.TAG_SEQUENCE, OID_NONCE + _tlv(
-            der.TAG_OCTET_STRING, nonce)))))
-    return _tlv(der.TAG_SEQUENCE, b"".join(parts))
+    rid = _RESPONDER_IDS.get(responder_key_hash)
+    if rid is None:
+        if len(_RESPONDER_IDS) >= 64:
+            _RESPONDER_IDS.clear()
+        rid = _RESPONDER_IDS[responder_key_hash] = _tlv(
+            0xA2, _tlv(der.TAG_OCTET_STRING, responder_key_hash))
+    responses = _tlv(der.TAG_SEQUENCE, _single(singles[0]) if len(singles) == 1 else
+                     b"".join([_single(s) for s in singles]))
+    if nonce is None:
+        return _tlv(der.TAG_SEQUENCE, rid + _time(produced_at) + responses)
+    return _tlv(der.TAG_SEQUENCE, b"".join((rid, _time(produced_at), responses,
+                                           _nonce_extensions(nonce))))
 
 
 def basic_response(tbs: bytes, signature_algorithm: bytes, signature: bytes,

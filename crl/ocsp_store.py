@@ -5,7 +5,7 @@ import datetime as dt
 
 from sqlalchemy import bindparam, create_engine, select
 
-from ca.store.database import Database
+from ca.store.database import Database, is_transient
 from ca.store.models import Certificate
 from ca.store.models_crl import OcspResponse
 
@@ -39,23 +39,44 @@ class StatusReader:
                                 OcspResponse.serial == bindparam("serial"),
                                 OcspResponse.next_update > bindparam("now"))
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, replica_max_lag: float | None = None) -> None:
         engine = db.engine
         if engine.dialect.name == "sqlite":
             engine = create_engine(engine.url, connect_args={"timeout": 30})
         self.engine = engine
+        self.db = db
+        self.replica_max_lag = replica_max_lag  # None: never the replica
 
-    def statuses(self, ca_id: int, serial_hexes: list[str]) -> dict[str, Status]:
+    def _rows(self, stmt, params: dict, *, first: bool = False, primary: bool = False):
+        """Run one read on the replica when allowed (configured, reachable, lag within the
+        bound), else on the primary; a replica that fails is left for the primary."""
+        replica = None
+        if self.replica_max_lag is not None and not primary:
+            replica = self.db.replica_engine(self.replica_max_lag)
+        if replica is not None:
+            try:
+                with replica.connect() as c:
+                    result = c.execute(stmt, params)
+                    return result.first() if first else result.all()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.db.replica_failed(exc)
+        with self.engine.connect() as c:
+            result = c.execute(stmt, params)
+            return result.first() if first else result.all()
+
+    def statuses(self, ca_id: int, serial_hexes: list[str], *,
+                 primary: bool = False) -> dict[str, Status]:
         if not serial_hexes:
             return {}
-        with self.engine.connect() as c:
-            rows = c.execute(self._statuses, {"ca_id": ca_id, "serials": serial_hexes}).all()
+        rows = self._rows(self._statuses, {"ca_id": ca_id, "serials": serial_hexes},
+                          primary=primary)
         return {serial: (revoked_at, reason) for serial, revoked_at, reason in rows}
 
     def presigned(self, ca_id: int, serial_hex: str, now: dt.datetime):
-        with self.engine.connect() as c:
-            return c.execute(self._presigned, {"ca_id": ca_id, "serial": serial_hex,
-                                               "now": now}).first()
+        return self._rows(self._presigned, {"ca_id": ca_id, "serial": serial_hex, "now": now},
+                          first=True)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -16,7 +16,7 @@ from ca.clock import Clock
 from ca.store.database import Database
 from ca.store.models_crl import SchedulerLease
 from ca.store.models_ops import SchedulerRun
-from crl.ocsp import OcspService
+from crl.ocsp import OcspService, ocsp_settings
 from crl.publish import CrlPublisher
 from crl.responder import ResponderManager
 
@@ -198,7 +198,7 @@ class RelyingPartyJobs:
 def build_jobs(svc) -> RelyingPartyJobs:
     """From the composition root's service container (db, keys, clock, issuance, settings)."""
     publisher = CrlPublisher(svc.db, svc.keys, svc.clock, svc.settings.base_url)
-    ocsp = OcspService(svc.db, svc.keys, svc.clock)
+    ocsp = OcspService(svc.db, svc.keys, svc.clock, ocsp_settings(svc))
     responders = ResponderManager(svc.db, svc.keys, svc.clock, svc.issuance)
     jobs = RelyingPartyJobs(publisher, ocsp, responders)
     jobs.svc = svc

@@ -34,19 +34,34 @@ class NonExtractable(Exception):
     pass
 
 
+_HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+
+
 def _digest(data: bytes, algorithm) -> tuple[bytes, str]:
     if isinstance(algorithm, utils.Prehashed):
         return data, algorithm._algorithm.name
-    if algorithm.name not in DIGEST_INFO:
+    h = _HASHES.get(algorithm.name)
+    if h is None:
         raise ValueError(f"hash {algorithm.name} is not supported for HSM signing")
-    return hashlib.new(algorithm.name, data).digest(), algorithm.name
+    return h(data).digest(), algorithm.name
 
 
 class _HsmKeyMixin:
     """What both key types share: the pool, the CKA_ID, the public key; no export."""
 
+    # True: sign in a PKCS#11 session the calling thread keeps (SessionPool.sign), for keys that
+    # sign on a hot path from many threads (the OCSP responder's, see per_thread()).
+    per_thread = False
+
+    def for_hot_path(self):
+        """This key signing in the calling thread's own session (per_thread()). Callers outside
+        hsm/ (the OCSP responder) reach it through the key object, not an import of hsm."""
+        return per_thread(self)
+
     def _init(self, pool: SessionPool, key_id: bytes, public_key, label: str) -> None:
         self._pool, self._key_id, self._public, self.label = pool, key_id, public_key, label
+        # The signature's size bounds the output buffer python-pkcs11 allocates per operation.
+        self._sig_buffer = 2 * ((public_key.key_size + 7) // 8) + 16
 
     @property
     def key_id(self) -> bytes:
@@ -72,11 +87,8 @@ class _HsmKeyMixin:
         return self
 
     def _raw_sign(self, payload: bytes, mechanism, param=None) -> bytes:
-        with self._pool.session() as ps:
-            key = ps.private_key(self._key_id)
-            if param is None:
-                return key.sign(payload, mechanism=mechanism)
-            return key.sign(payload, mechanism=mechanism, mechanism_param=param)
+        return self._pool.sign(self._key_id, payload, mechanism, param,
+                               per_thread=self.per_thread, buffer_size=self._sig_buffer)
 
 
 class HsmRSAPrivateKey(_HsmKeyMixin, rsa.RSAPrivateKey):
@@ -148,6 +160,17 @@ def load_key(pool: SessionPool, key_id: bytes, label: str = ""):
         public = _public_from_token(ps.public_key(key_id))
         ps.private_key(key_id)  # fail now, not at first signature, if it is missing
     return wrap(pool, key_id, public, label)
+
+
+def per_thread(key):
+    """The same HSM key, signing in a session of the calling thread's own instead of a pooled
+    one (hsm/pool.py, "Per-thread sessions"): no pool checkout per signature. For keys that sign
+    on a hot path; any other key is returned as it is."""
+    if not isinstance(key, _HsmKeyMixin) or key.per_thread:
+        return key
+    out = wrap(key._pool, key._key_id, key._public, key.label)
+    out.per_thread = True
+    return out
 
 
 def wrap(pool: SessionPool, key_id: bytes, public_key, label: str = ""):

@@ -45,20 +45,38 @@ _loaded: dict[str, tuple[int, LockedLib]] = {}
 _generation: dict[str, int] = {}  # bumped by each reinitialize(), per module
 _idle = threading.Condition(_lock)
 _active: dict[str, int] = {}  # sessions in use, per module (reinitialize waits for none)
+_finalizers = 0  # reinitialize() calls waiting for _active to drop to 0
 FINALIZE_WAIT = 5.0
+
+
+# Every signature goes through enter()/leave() (directly, or through using()): both take only the
+# module lock (a C-level lock, uncontended almost always) and wake nobody unless a
+# reinitialize() is waiting -- the hot path of the OCSP responder signs thousands of times a
+# second from many threads, and a Condition.notify_all per signature was the largest Python
+# cost around it.
+def enter(module: str) -> None:
+    """Mark a session of `module` as in use: C_Finalize must not run under a signing thread.
+    Call leave() after; check generation() *after* enter() to know the session is still valid
+    (a re-initialisation either happened before, and the generation shows it, or waits)."""
+    with _lock:
+        _active[module] = _active.get(module, 0) + 1
+
+
+def leave(module: str) -> None:
+    with _lock:
+        n = _active[module] = _active[module] - 1
+        if n == 0 and _finalizers:
+            _idle.notify_all()
 
 
 @contextlib.contextmanager
 def using(module: str):
-    """Mark a session of `module` as in use: C_Finalize must not run under a signing thread."""
-    with _idle:
-        _active[module] = _active.get(module, 0) + 1
+    """enter() ... leave() around a block."""
+    enter(module)
     try:
         yield
     finally:
-        with _idle:
-            _active[module] -= 1
-            _idle.notify_all()
+        leave(module)
 
 
 def load(module: str) -> LockedLib:
@@ -84,9 +102,9 @@ def forget(module: str) -> None:
 
 
 def generation(module: str) -> int:
-    """How many times this process has re-initialised the module (see `reinitialize`)."""
-    with _lock:
-        return _generation.get(module, 0)
+    """How many times this process has re-initialised the module (see `reinitialize`). A plain
+    dict read (atomic in CPython): it is asked on every signature."""
+    return _generation.get(module, 0)
 
 
 def reinitialize(module: str, seen: int) -> int:
@@ -99,11 +117,17 @@ def reinitialize(module: str, seen: int) -> int:
     `seen` is the generation the caller's failing sessions belong to: when another pool of the
     process has already re-initialised since, nothing is done again (no ping-pong between
     pools). Returns the current generation."""
+    global _finalizers
     with _idle:
         current = _generation.get(module, 0)
         if seen != current:
             return current
-        if not _idle.wait_for(lambda: _active.get(module, 0) == 0, timeout=FINALIZE_WAIT):
+        _finalizers += 1
+        try:
+            idle = _idle.wait_for(lambda: _active.get(module, 0) == 0, timeout=FINALIZE_WAIT)
+        finally:
+            _finalizers -= 1
+        if not idle:
             return current  # still busy: the caller stays unavailable and tries again later
         entry = _loaded.get(module)
         if entry is not None and entry[0] == os.getpid():

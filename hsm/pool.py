@@ -9,6 +9,14 @@ When the HSM fails (token removed, network HSM unreachable, module error) every 
 its sessions, re-initialises the module (C_Finalize + C_Initialize, see hsm.library), logs in
 again, and while the HSM stays down it tries at most once per `retry_interval` seconds, answering
 the others at once. docs/faults.md describes what each PKCS#11 error means here.
+
+Per-thread sessions (`sign()` with `per_thread=True`, used by the OCSP responder's key): a thread
+that signs many times keeps a session of its own instead of checking one out of the pool each
+time (no semaphore, queue or condition variable per signature). They are bounded
+(`GOVCA_HSM_THREAD_SESSIONS`, default 64 per process; beyond it the shared pool is used) and
+follow the same fault rules: a session from before a reset, a re-initialisation of the module or
+a fork is never used again -- its thread drops it (and closes it when its handle is still
+valid) at its next signature.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import pkcs11
@@ -47,9 +56,15 @@ def _unavailable(message: str) -> HsmUnavailable:
 class PooledSession:
     """A python-pkcs11 session plus a cache of key objects found in it."""
 
+    __slots__ = ("session", "keys", "epoch", "generation", "pid", "thread", "closed")
+
     def __init__(self, session: pkcs11.Session) -> None:
         self.session = session
         self.keys: dict[tuple[bytes, object], object] = {}
+        # Only for per-thread sessions: what they belong to, and whether they were closed.
+        self.epoch = self.generation = self.pid = 0
+        self.thread = None
+        self.closed = False
 
     def private_key(self, key_id: bytes):
         k = (key_id, pkcs11.ObjectClass.PRIVATE_KEY)
@@ -73,9 +88,14 @@ class SessionPool:
         self._needs_reinit = False
         self._down_until = 0.0  # while the HSM is down: no new attempt before this
         self._down_message = ""
+        self._epoch = 0
+        self._local = threading.local()
+        self._thread_sessions: set[PooledSession] = set()
+        self.max_thread_sessions = int(os.environ.get("GOVCA_HSM_THREAD_SESSIONS", "64"))
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self._epoch += 1  # every per-thread session opened before is stale from now on
         self._pid = os.getpid()
         self._idle: queue.LifoQueue[PooledSession] = queue.LifoQueue()
         self._opened = 0
@@ -153,11 +173,19 @@ class SessionPool:
             old_idle, anchor, same_process = self._idle, self._anchor, self._pid == os.getpid()
             generation = self._generation
             self._reset_state()
+            # Per-thread sessions are stale now (the epoch changed): their threads drop them at
+            # their next signature; those of threads that ended are closed here.
+            dead = [ps for ps in self._thread_sessions if not self._thread_alive(ps)]
+            self._thread_sessions = set()
+            for ps in dead:
+                ps.closed = True
             if reinitialize and same_process:
                 self._needs_reinit = True
                 self._generation = generation  # the generation whose sessions failed
         if not same_process:
             return
+        for ps in dead:
+            self._close_thread_session(ps)
         while True:
             try:
                 ps = old_idle.get_nowait()
@@ -224,6 +252,120 @@ class SessionPool:
             if ps is not None and idle is self._idle:
                 idle.put(ps)
             slots.release()
+
+    # -- per-thread sessions -------------------------------------------------------------------
+    def sign(self, key_id: bytes, payload: bytes, mechanism, param=None, *,
+             per_thread: bool = False, buffer_size: int = 8192) -> bytes:
+        """Sign `payload` with the private key `key_id` in the token. `per_thread`: in a session
+        the calling thread keeps (see the module docstring), else in a pooled one; the errors
+        are the same as session()'s."""
+        if not per_thread or getattr(self._local, "capped", 0) == self._epoch:
+            with self.session() as ps:
+                return ps.private_key(key_id).sign(payload, mechanism=mechanism,
+                                                   mechanism_param=param,
+                                                   buffer_size=buffer_size)
+        module = self.config.module
+        for _attempt in range(3):
+            library.enter(module)  # before the checks: no re-initialisation can start under us
+            ps = getattr(self._local, "ps", None)
+            if ps is not None and ps.epoch == self._epoch and not ps.closed and \
+                    ps.generation == library.generation(module) and ps.pid == os.getpid():
+                break
+            library.leave(module)  # logging in may have to re-initialise the module
+            if not self._thread_session(ps):  # as many per-thread sessions as allowed
+                return self.sign(key_id, payload, mechanism, param, buffer_size=buffer_size)
+        else:
+            raise _unavailable("the HSM sessions keep being reset; try again")
+        failure = None
+        try:
+            k = ps.keys.get(key_id)
+            if k is None:
+                k = ps.keys[key_id] = ps.session.get_key(
+                    object_class=pkcs11.ObjectClass.PRIVATE_KEY, id=key_id)
+            return k.sign(payload, mechanism=mechanism, mechanism_param=param,
+                          buffer_size=buffer_size)
+        except FATAL as exc:
+            failure = exc
+        except p11e.NoSuchKey:
+            pass  # below, once this thread no longer holds the module
+        except p11e.PKCS11Error as exc:
+            # Any other PKCS#11 failure: the session itself is still usable.
+            raise _unavailable(f"the HSM refused the operation: "
+                               f"{type(exc).__name__}") from None
+        finally:
+            library.leave(module)
+        if failure is not None:
+            log.warning("PKCS#11 fatal error %s: resetting the session pool",
+                        type(failure).__name__)
+            self._drop_thread_session(ps)
+            self.reset(reinitialize=True)
+            raise _unavailable(f"the HSM failed: {type(failure).__name__}")
+        message = (f"the key is not in token {self.config.token_label!r} "
+                   f"(was the token replaced or restored?)")
+        if not self._token_present():  # the token went away under us, not just the key
+            self._drop_thread_session(ps)
+            self.reset(reinitialize=True)
+            message = f"the token {self.config.token_label!r} is not present"
+        raise _unavailable(message)
+
+    @staticmethod
+    def _thread_alive(ps: PooledSession) -> bool:
+        thread = ps.thread() if ps.thread is not None else None
+        return thread is not None and thread.is_alive()
+
+    def _thread_session(self, stale: PooledSession | None) -> bool:
+        """Open a session for the calling thread (its old one, `stale`, is retired first);
+        False when the per-thread limit is reached. Not under library.enter(): logging in may
+        re-initialise the module, which waits for every session to be released."""
+        if stale is not None:
+            self._drop_thread_session(stale, close=True)
+        with self._lock:
+            token = self._ensure_login()  # HsmUnavailable while the HSM is down
+            if len(self._thread_sessions) >= self.max_thread_sessions:
+                for ps in [ps for ps in self._thread_sessions if not self._thread_alive(ps)]:
+                    self._thread_sessions.discard(ps)  # its thread ended
+                    ps.closed = True  # (its handle is left to the module: rare, and bounded)
+                if len(self._thread_sessions) >= self.max_thread_sessions:
+                    self._local.capped = self._epoch  # this thread shares the pool until a reset
+                    return False
+            epoch, generation = self._epoch, self._generation
+        try:
+            ps = PooledSession(token.open())
+        except UNAVAILABLE as exc:
+            self.reset(reinitialize=True)
+            raise _unavailable(f"cannot open an HSM session: {type(exc).__name__}") from None
+        ps.epoch, ps.generation, ps.pid = epoch, generation, os.getpid()
+        ps.thread = weakref.ref(threading.current_thread())
+        self._local.ps = ps
+        with self._lock:
+            if epoch == self._epoch:
+                self._thread_sessions.add(ps)
+                return True
+        self._drop_thread_session(ps, close=True)  # a reset happened meanwhile: try again
+        return True
+
+    def _drop_thread_session(self, ps: PooledSession, close: bool = False) -> None:
+        """Forget a per-thread session; `close`: also close it when its handle is still ours
+        (same process, same initialisation of the module)."""
+        if getattr(self._local, "ps", None) is ps:
+            self._local.ps = None
+        with self._lock:
+            self._thread_sessions.discard(ps)
+            if ps.closed:
+                return
+            ps.closed = True
+        if close:
+            self._close_thread_session(ps)
+
+    def _close_thread_session(self, ps: PooledSession) -> None:
+        module = self.config.module
+        library.enter(module)
+        try:
+            if ps.pid == os.getpid() and ps.generation == library.generation(module):
+                with contextlib.suppress(Exception):
+                    ps.session.close()
+        finally:
+            library.leave(module)
 
     @contextlib.contextmanager
     def rw_session(self) -> Iterator[pkcs11.Session]:

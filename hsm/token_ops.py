@@ -139,6 +139,12 @@ class _SessionKeys:
     def rw_session(self) -> Iterator[pkcs11.Session]:
         yield self._ps.session
 
+    def sign(self, key_id: bytes, payload: bytes, mechanism, param=None, *,
+             per_thread: bool = False, buffer_size: int = 8192) -> bytes:
+        """SessionPool.sign over the one session (hsm.keys signs through it)."""
+        return self._ps.private_key(key_id).sign(payload, mechanism=mechanism,
+                                                 mechanism_param=param, buffer_size=buffer_size)
+
 
 class StaffToken:
     """Key devices reachable through one PKCS#11 module on the RA workstation."""
