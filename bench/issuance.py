@@ -1,6 +1,7 @@
 """Benchmark of certificate issuance: through the core service (`IssuanceService.issue`) and
 through the REST API under gunicorn (create a request + approve it with a second token: the
-contract's two-person flow), for RSA-2048, RSA-3072 and P-256 issuing CAs, with 1 and N
+contract's two-person flow; one certificate per pair of calls, and in batches: POST
+/requests/batch + POST /requests/approve-batch, N certificates per pair of calls), for RSA-2048, RSA-3072 and P-256 issuing CAs, with 1 and N
 concurrent clients, each figure beside the raw PKCS#11 signing rate of the same CA key measured
 in the same run (1 and 2 threads, and 2 processes).
 
@@ -371,6 +372,73 @@ def api_run(port, ra_token, approver_token, subs, csrs, clients: int) -> dict:
             "p50_ms": 1000 * statistics.median(lat) if lat else None}
 
 
+def _api_batch_client(port, ra_token, approver_token, subs, csrs, batch, q):
+    """POST /requests/batch (create + submit `batch` requests), then POST
+    /requests/approve-batch with their ids by the second token; counts certificates returned."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    n, errors, first, lat = 0, 0, None, []
+
+    def call(method, path, token, body):
+        conn.request(method, path, body=json.dumps(body),
+                     headers={"Authorization": f"Bearer {token}",
+                              "Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    for k in range(0, len(csrs), batch):
+        part = csrs[k:k + batch]
+        t0 = time.perf_counter()
+        try:
+            st, body = call("POST", "/api/v1/requests/batch", ra_token, {"requests": [
+                {"type": "issue", "subscriber_id": subs[(k + j) % len(subs)],
+                 "profile": "personal", "csr_pem": csr} for j, csr in enumerate(part)]})
+            if st != 200:
+                raise RuntimeError(f"create batch {st} {body[:200]!r}")
+            res = json.loads(body)["results"]
+            bad = [r for r in res if not r["ok"]]
+            errors += len(bad)
+            if bad:
+                first = first or f"create: {bad[0]['error']}"
+            ids = [r["request"]["id"] for r in res if r["ok"]]
+            st, body = call("POST", "/api/v1/requests/approve-batch", approver_token,
+                            {"ids": ids})
+            if st != 200:
+                raise RuntimeError(f"approve batch {st} {body[:300]!r}")
+            for r in json.loads(body)["results"]:
+                if r["ok"] and r.get("certificate", {}).get("pem"):
+                    n += 1
+                else:
+                    errors += 1
+                    first = first or f"approve: {r.get('error') or r['request']['state']}"
+        except Exception as exc:
+            errors += len(part)
+            first = first or str(exc)
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        lat.append(time.perf_counter() - t0)
+    q.put((n, errors, first, lat))
+
+
+def api_batch_run(port, ra_token, approver_token, subs, csrs, clients: int, batch: int) -> dict:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    parts = [csrs[i::clients] for i in range(clients)]
+    ps = [ctx.Process(target=_api_batch_client,
+                      args=(port, ra_token, approver_token, subs, part, batch, q))
+          for part in parts]
+    t0 = time.perf_counter()
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=3600) for _ in ps]
+    wall = time.perf_counter() - t0
+    for p in ps:
+        p.join(timeout=10)
+    lat = sorted(x for r in res for x in r[3])
+    n = sum(r[0] for r in res)
+    return {"rate": n / wall, "n": n, "errors": sum(r[1] for r in res),
+            "first_error": next((r[2] for r in res if r[2]), None),
+            "p50_ms": 1000 * statistics.median(lat) if lat else None}
+
+
 # --- one key type -----------------------------------------------------------------------------
 def bench_key(key: str, args, row, hsm_dir: Path) -> None:
     """One key type: its own database (the API issues from the CA named `issuing`); the
@@ -441,6 +509,15 @@ def bench_key(key: str, args, row, hsm_dir: Path) -> None:
                     row(key, f"REST API create + approve (gunicorn), {clients} client(s)",
                         r["rate"], "certs/s", ratio=r["rate"] / ref, ref=ref_name,
                         errors=r["errors"], first_error=r["first_error"], p50_ms=r["p50_ms"])
+                api_batch_run(port, ra_tok, ap_tok, subs, make_csrs(min(20, args.count)), 1,
+                              10)  # warm the batch path (lint shape, key handles)
+                for clients in (1, args.clients):
+                    r = api_batch_run(port, ra_tok, ap_tok, subs,
+                                      make_csrs(args.api_batch_count), clients, args.api_batch)
+                    row(key, f"REST API batch create+approve (batches of {args.api_batch}), "
+                        f"{clients} client(s)", r["rate"], "certs/s", ratio=r["rate"] / ref,
+                        ref=ref_name, errors=r["errors"], first_error=r["first_error"],
+                        p50_ms=r["p50_ms"])
             finally:
                 server.terminate()
                 server.wait(timeout=20)
@@ -474,6 +551,10 @@ def parse_args(argv=None):
     ap.add_argument("--procs", type=int, default=2, help="worker processes of the core rows")
     ap.add_argument("--batch", type=int, default=50, help="requests per issue_batch call")
     ap.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    ap.add_argument("--api-batch", type=int, default=50,
+                    help="requests per POST /requests/batch and /requests/approve-batch")
+    ap.add_argument("--api-batch-count", type=int,
+                    help="certificates per API batch run")
     ap.add_argument("--memory", type=int, help="certificates in the memory-flatness run "
                     "(full mode: 100000; 0 = off)")
     ap.add_argument("--no-api", dest="api", action="store_false")
@@ -483,6 +564,7 @@ def parse_args(argv=None):
     args.runs = 1 if args.quick else 3
     args.count = args.count or (300 if args.quick else 2000)
     args.api_count = args.api_count or (200 if args.quick else 1000)
+    args.api_batch_count = args.api_batch_count or (400 if args.quick else 2000)
     args.raw_seconds = 1.5 if args.quick or args.count < 100 else 4.0
     if args.memory is None:
         args.memory = 0 if args.quick else 100_000

@@ -27,67 +27,98 @@ log = logging.getLogger(__name__)
 DEFAULT_CA = "issuing"
 
 
+def _check(req: RaRequest, caller: Caller) -> None:
+    """The state and the two-person rule (the caller's role and domain are checked before)."""
+    if req.state != "submitted":
+        if req.approved_by is not None:
+            # Whichever way a double approval races, the loser hears the same thing.
+            raise Conflict(f"request {req.id} is already approved by {req.approved_by} "
+                           f"({req.state})", code="already_approved")
+        raise Conflict(f"request {req.id} is {req.state}; only a submitted request can be "
+                       f"approved", code="wrong_state")
+    # Chữ ký nháy: whoever prepared or submitted the request does not approve it.
+    if caller.username in (req.created_by, req.submitted_by):
+        raise PermissionDenied("the approver must be a different person from the one who "
+                               "prepared or submitted the request", code="two_person_rule")
+
+
+def _claim(s, caller: Caller, req: RaRequest, now) -> tuple[str, audit.Entry]:
+    """The caller's approval slot, taken by one conditional UPDATE (nothing changes when it
+    raises). Returns the request's state afterwards and the audit entry to write with it."""
+    central = req.central_required and caller.role == "central_operator" \
+        and req.central_approved_by is None
+    if central:
+        mine, mine_at, other = (RaRequest.central_approved_by,
+                                RaRequest.central_approved_at, RaRequest.approved_by)
+    else:
+        if req.approved_by is not None:
+            what = ("a central operator's approval" if req.central_required
+                    else "nothing more")
+            raise Conflict(f"request {req.id} is already approved by {req.approved_by}; it "
+                           f"waits for {what}", code="already_approved")
+        mine, mine_at, other = (RaRequest.approved_by, RaRequest.approved_at,
+                                RaRequest.central_approved_by)
+    if req.central_required:
+        complete = other.is_not(None)
+        distinct = other.is_(None) | (other != caller.username)
+    else:
+        complete, distinct = true(), true()
+    result = s.execute(
+        update(RaRequest).where(RaRequest.id == req.id, RaRequest.state == "submitted",
+                                mine.is_(None), distinct)
+        .values({mine: caller.username, mine_at: now,
+                 RaRequest.state: case((complete, "approved"), else_="submitted")
+                 if req.central_required else "approved"})
+        .returning(RaRequest.state))
+    row = result.first()
+    if row is None:
+        raise Conflict(f"request {req.id} was decided by someone else meanwhile",
+                       code="already_approved")
+    entry = audit.Entry("request.approve", caller.actor, now, f"request:{req.id}",
+                        req.domain_id, {"slot": "central" if central else "domain",
+                                        "state": row.state})
+    return row.state, entry
+
+
+def _job(s, req: RaRequest) -> dict:
+    """What carrying out the approved request needs, read in the approval's transaction."""
+    old_not_after = None
+    if req.target_serial:
+        old_not_after = s.execute(select(Certificate.not_after).where(
+            Certificate.serial == req.target_serial)).scalars().first()
+    return dict(kind=req.type, profile=req.profile, csr=req.csr_pem, sub=req.subscriber_id,
+                days=req.validity_days, target=req.target_serial, reason=req.reason,
+                old_not_after=old_not_after, domain_id=req.domain_id)
+
+
+def _service(issuance):
+    """An IssuanceService, None, or a factory of one called only when the CA is needed (the
+    HSM is not touched for a revocation)."""
+    return issuance() if callable(issuance) else issuance
+
+
 def approve(db: Database, clock: Clock, caller: Caller, request_id: int,
-            issuance: IssuanceService | None, ca_name: str = DEFAULT_CA) -> RaRequest:
+            issuance, ca_name: str = DEFAULT_CA) -> RaRequest:
     """Record the caller's approval; when the request has every approval it needs, carry it
-    out and return it in its final state."""
+    out and return it in its final state. `issuance`: an IssuanceService, None (restore,
+    revoke) or a callable returning one, called only for issue/renew/change."""
     now = clock.now()
     with db.transaction() as s:
         req = Scope(s, caller).request(request_id)
         caller.require("request.approve")
         require_active_domain(s, caller)
-        if req.state != "submitted":
-            if req.approved_by is not None:
-                # Whichever way a double approval races, the loser hears the same thing.
-                raise Conflict(f"request {req.id} is already approved by {req.approved_by} "
-                               f"({req.state})", code="already_approved")
-            raise Conflict(f"request {req.id} is {req.state}; only a submitted request can be "
-                           f"approved", code="wrong_state")
-        # Chữ ký nháy: whoever prepared or submitted the request does not approve it.
-        if caller.username in (req.created_by, req.submitted_by):
-            raise PermissionDenied("the approver must be a different person from the one who "
-                                   "prepared or submitted the request", code="two_person_rule")
+        _check(req, caller)
         # --- restore (issue 6, ca.ra.restore): identity check recorded; 1 or 2 approvers ---
         if req.type == "restore" and not restore.before_approval(s, req, caller, now):
             return req  # first of two approvers recorded; the request stays submitted
         # --- end restore ---
-        central = req.central_required and caller.role == "central_operator" \
-            and req.central_approved_by is None
-        if central:
-            mine, mine_at, other = (RaRequest.central_approved_by,
-                                    RaRequest.central_approved_at, RaRequest.approved_by)
-        else:
-            if req.approved_by is not None:
-                what = ("a central operator's approval" if req.central_required
-                        else "nothing more")
-                raise Conflict(f"request {req.id} is already approved by {req.approved_by}; it "
-                               f"waits for {what}", code="already_approved")
-            mine, mine_at, other = (RaRequest.approved_by, RaRequest.approved_at,
-                                    RaRequest.central_approved_by)
-        if req.central_required:
-            complete = other.is_not(None)
-            distinct = other.is_(None) | (other != caller.username)
-        else:
-            complete, distinct = true(), true()
-        result = s.execute(
-            update(RaRequest).where(RaRequest.id == req.id, RaRequest.state == "submitted",
-                                    mine.is_(None), distinct)
-            .values({mine: caller.username, mine_at: now,
-                     RaRequest.state: case((complete, "approved"), else_="submitted")
-                     if req.central_required else "approved"})
-            .returning(RaRequest.state))
-        row = result.first()
-        if row is None:
-            raise Conflict(f"request {req.id} was decided by someone else meanwhile",
-                           code="already_approved")
-        audit.record(s, "request.approve", actor=caller.actor, at=now,
-                     target=f"request:{req.id}", domain_id=req.domain_id,
-                     details={"slot": "central" if central else "domain",
-                              "state": row.state})
-        new_state = row.state
+        new_state, entry = _claim(s, caller, req, now)
+        audit.record_many(s, [entry])
+        job = _job(s, req) if new_state == "approved" else None
     if new_state != "approved":
         return _reload(db, request_id)
-    return execute(db, clock, request_id, issuance, actor=caller.actor, ca_name=ca_name)
+    return execute(db, clock, request_id, issuance, actor=caller.actor, ca_name=ca_name,
+                   job=job)
 
 
 def _reload(db: Database, request_id: int) -> RaRequest:
@@ -95,40 +126,47 @@ def _reload(db: Database, request_id: int) -> RaRequest:
         return s.get(RaRequest, request_id)
 
 
-def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceService | None,
-            *, actor: str, ca_name: str = DEFAULT_CA) -> RaRequest:
-    """Carry out an approved request, then record issued/done/failed (conditional UPDATE)."""
-    with db.transaction() as s:
-        req = s.get(RaRequest, request_id)
-        kind, state = req.type, req.state
-        old = None
-        if req.target_serial:
-            old = s.execute(select(Certificate).where(
-                Certificate.serial == req.target_serial)).scalars().first()
-        old_not_after = old.not_after if old else None
-        data = dict(profile=req.profile, csr=req.csr_pem, sub=req.subscriber_id,
-                    days=req.validity_days, target=req.target_serial, reason=req.reason)
-    if state != "approved":
-        raise Conflict(f"request {request_id} is {state}, not approved", code="wrong_state")
+def _issue_request(request_id: int, data: dict, actor: str, ca_name: str) -> IssueRequest:
+    kind = data["kind"]
+    return IssueRequest(
+        ca=ca_name, profile=data["profile"], csr=data["csr"], actor=actor,
+        subscriber_id=data["sub"],
+        # a change without a CSR re-certifies the key of the certificate it replaces
+        reuse_key_serial=(data["target"] if kind == "change" and not data["csr"] else None),
+        validity_days=(data["days"] or (1095 if kind == "renew" else None)),
+        not_after=data["old_not_after"] if kind == "change" else None,
+        details={"request_id": request_id})
+
+
+def _revoke_replaced(db: Database, clock: Clock, request_id: int, data: dict, serial: str,
+                     actor: str) -> None:
+    """A change: the certificate it replaces is revoked once the new one is issued."""
+    try:
+        revoke(db, clock, serial=data["target"], reason=data["reason"], actor=actor,
+               details={"request_id": request_id, "replaced_by": serial})
+    except Conflict:
+        log.info("certificate %s was already revoked", data["target"])
+
+
+def execute(db: Database, clock: Clock, request_id: int, issuance,
+            *, actor: str, ca_name: str = DEFAULT_CA, job: dict | None = None) -> RaRequest:
+    """Carry out an approved request, then record issued/done/failed (conditional UPDATE).
+    `job`: what _job() read in the approving transaction (else it is read here)."""
+    if job is None:
+        with db.transaction() as s:
+            req = s.get(RaRequest, request_id)
+            state, job = req.state, _job(s, req)
+        if state != "approved":
+            raise Conflict(f"request {request_id} is {state}, not approved", code="wrong_state")
+    data, kind = job, job["kind"]
     serial, final, failure = None, "done", None
     details = {"request_id": request_id}
     try:
         if kind in ("issue", "renew", "change"):
-            cert = issuance.issue(IssueRequest(
-                ca=ca_name, profile=data["profile"], csr=data["csr"], actor=actor,
-                subscriber_id=data["sub"],
-                # a change without a CSR re-certifies the key of the certificate it replaces
-                reuse_key_serial=(data["target"] if kind == "change" and not data["csr"]
-                                  else None),
-                validity_days=(data["days"] or (1095 if kind == "renew" else None)),
-                not_after=old_not_after if kind == "change" else None, details=details))
+            cert = _service(issuance).issue(_issue_request(request_id, data, actor, ca_name))
             serial, final = cert.serial, "issued"
             if kind == "change":
-                try:
-                    revoke(db, clock, serial=data["target"], reason=data["reason"], actor=actor,
-                           details={**details, "replaced_by": serial})
-                except Conflict:
-                    log.info("certificate %s was already revoked", data["target"])
+                _revoke_replaced(db, clock, request_id, data, serial, actor)
         elif kind == "revoke":
             revoke(db, clock, serial=data["target"], reason=data["reason"], actor=actor,
                    details=details)
@@ -155,18 +193,28 @@ def execute(db: Database, clock: Clock, request_id: int, issuance: IssuanceServi
             issued, failure = restore.release_code(s, request_id, actor=actor, at=now)
             final = "done" if issued else "failed"
         # --- end restore ---
-        s.execute(update(RaRequest).where(RaRequest.id == request_id,
-                                          RaRequest.state == "approved")
-                  .values(state=final, certificate_serial=serial, completed_at=now,
-                          failure_reason=failure))
-        req = s.get(RaRequest, request_id)
-        audit.record(s, f"request.{final}", actor=actor, at=now, target=f"request:{request_id}",
-                     domain_id=req.domain_id,
-                     details={"certificate_serial": serial, "failure": failure})
-        notify.request_event(s, clock, request_id, final)  # e-mail outbox (docs/notices.md)
+        req = _complete(s, clock, request_id, final, serial, failure, actor, now, None)
         if issued is not None:  # restore: shown once by the caller, never stored in clear
             req.unblock_code, req.unblock_expires_at = issued.code, issued.expires_at
         return req
+
+
+def _complete(s, clock: Clock, request_id: int, final: str, serial: str | None,
+              failure: str | None, actor: str, now, events: list | None) -> RaRequest:
+    """The request's final state (conditional UPDATE), its audit event (written now, or
+    appended to `events` for one record_many) and its notices, in the caller's transaction."""
+    s.execute(update(RaRequest).where(RaRequest.id == request_id, RaRequest.state == "approved")
+              .values(state=final, certificate_serial=serial, completed_at=now,
+                      failure_reason=failure))
+    req = s.get(RaRequest, request_id, populate_existing=True)
+    entry = audit.Entry(f"request.{final}", actor, now, f"request:{request_id}", req.domain_id,
+                        {"certificate_serial": serial, "failure": failure})
+    if events is None:
+        audit.record_many(s, [entry])
+    else:
+        events.append(entry)
+    notify.request_event(s, clock, request_id, final)  # e-mail outbox (docs/notices.md)
+    return req
 
 
 def undo_approval(db: Database, clock: Clock, request_id: int, *, actor: str,

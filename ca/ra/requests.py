@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import textwrap
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -62,7 +62,8 @@ def _int(body: dict, name: str) -> int | None:
 
 def csr_to_pem(der: bytes) -> str:
     b64 = base64.b64encode(der).decode("ascii")
-    return ("-----BEGIN CERTIFICATE REQUEST-----\n" + "\n".join(textwrap.wrap(b64, 64))
+    return ("-----BEGIN CERTIFICATE REQUEST-----\n"
+            + "\n".join(b64[k:k + 64] for k in range(0, len(b64), 64))
             + "\n-----END CERTIFICATE REQUEST-----\n")
 
 
@@ -88,7 +89,28 @@ def _target(scope: Scope, serial: str | None, subscriber_id: int, now: dt.dateti
 
 def create(session: Session, clock: Clock, caller: Caller, body: Any,
            profiles: dict[str, Profile]) -> RaRequest:
-    """Validate and store a request; submitted at once unless `submit` is false (draft)."""
+    """Validate and store a request; submitted at once unless `submit` is false (draft).
+
+    A request submitted at creation is written in the submitted state with ONE audit event,
+    `request.create` with `"submitted": true` and its `due_at` (what `request.submit` said),
+    and its notices."""
+    return store(session, clock, caller, [prepare(session, clock, caller, body, profiles)])[0]
+
+
+@dataclass
+class Prepared:
+    """A validated request, not yet written (prepare -> store)."""
+    req: RaRequest
+    device: Any
+    details: dict
+
+
+def prepare(session: Session, clock: Clock, caller: Caller, body: Any,
+            profiles: dict[str, Profile], *, batch: dict | None = None) -> Prepared:
+    """Every check of a new request; nothing is written (a refusal leaves nothing behind).
+    `batch`: a dict shared by the items of one batch (POST /requests/batch): the caller's
+    domain is checked once, subscribers and allowances are looked up once, and two items
+    asking for the same open request on one certificate are refused like a stored one."""
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", code="invalid_body")
     unknown = sorted(set(body) - FIELDS)
@@ -104,15 +126,20 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
     if not isinstance(submit_now, bool):
         raise InvalidInput("submit must be true or false", field="submit", code="wrong_type")
     scope = Scope(session, caller)
-    try:
-        sub = scope.subscriber(sub_id)
-    except NotFound:
-        raise InvalidInput(f"unknown subscriber {sub_id}", field="subscriber_id",
-                           code="unknown_subscriber") from None
+    cache = batch if batch is not None else {}
+    sub = cache.get(("subscriber", sub_id))
+    if sub is None:
+        try:
+            sub = cache[("subscriber", sub_id)] = scope.subscriber(sub_id)
+        except NotFound:
+            raise InvalidInput(f"unknown subscriber {sub_id}", field="subscriber_id",
+                               code="unknown_subscriber") from None
     if not caller.can("request.create"):
         if not (caller.role == "subscriber" and kind in SELF_SERVICE_TYPES):
             caller.require("request.create")
-    require_active_domain(session, caller)
+    if "domain_active" not in cache:
+        require_active_domain(session, caller)
+        cache["domain_active"] = True
     now = clock.now()
     req = RaRequest(type=kind, state="draft", domain_id=sub.domain_id, subscriber_id=sub.id,
                     created_by=caller.username, created_at=now)
@@ -135,7 +162,10 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
             raise PolicyViolation(f"profile {profile.name!r} is for {profile.subject} "
                                   f"subscribers", field="profile")
         # --- per-domain allowances (ca/ra/allowances.py) ---
-        allowances.check(session, sub, profile.name, profiles)
+        allowed = ("allowed", sub.domain_id, profile.name, sub.device_type)
+        if allowed not in cache:
+            allowances.check(session, sub, profile.name, profiles)
+            cache[allowed] = True
         # --- end allowances ---
         # A change without a CSR keeps the holder's key: the target certificate's public key
         # is certified again (IssueRequest.reuse_key_serial) where the profile allows it.
@@ -176,6 +206,8 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
     device = None
     if kind == "restore":
         from ca.ra import restore as _restore
+        if batch is not None:
+            session.flush()  # its checks then see the batch's earlier (pending) items
         device = _restore.check_new(session, scope, body, sub.id)
     elif body.get("device_id") is not None:
         raise InvalidInput(f"device_id does not apply to a {kind} request", field="device_id")
@@ -183,23 +215,49 @@ def create(session: Session, clock: Clock, caller: Caller, body: Any,
     for name in ("csr_pem", "validity_days", "profile") if kind in ("revoke", "restore") else ():
         if body.get(name) is not None:
             raise InvalidInput(f"{name} does not apply to a {kind} request", field=name)
-    if req.target_serial and session.execute(select(RaRequest.id).where(
+    if req.target_serial and (("open", kind, req.target_serial) in cache or session.execute(
+            select(RaRequest.id).where(
             RaRequest.target_serial == req.target_serial, RaRequest.type == kind,
-            RaRequest.state.in_(OPEN_STATES))).first():
+            RaRequest.state.in_(OPEN_STATES))).first()):
         raise Conflict(f"an open {kind} request for this certificate exists already",
                        field="serial", code="duplicate_request")
-    session.add(req)
+    if req.target_serial:
+        cache[("open", kind, req.target_serial)] = True
+    details = {"type": kind, "subscriber_id": sub.id, "profile": req.profile,
+               "serial": req.target_serial, "reason": req.reason,
+               **({"device_id": device.id} if device is not None else {})}
+    if submit_now:  # created and submitted by the same person: one row write, one event
+        req.state, req.submitted_by, req.submitted_at = "submitted", caller.username, now
+        req.due_at = _calendar(session).due_at(kind, now)
+        details.update(submitted=True, due_at=req.due_at.isoformat())
+    return Prepared(req, device, details)
+
+
+def store(session: Session, clock: Clock, caller: Caller, items: list[Prepared]
+          ) -> list[RaRequest]:
+    """Write prepared requests: one flush (one multi-row INSERT), their audit events with one
+    record_many, their notices."""
+    session.add_all([p.req for p in items])
     session.flush()
-    if device is not None:  # restore (issue 6)
-        _restore.attach(session, req, device)
-    audit.record(session, "request.create", actor=caller.actor, at=now,
-                 target=f"request:{req.id}", domain_id=req.domain_id,
-                 details={"type": kind, "subscriber_id": sub.id, "profile": req.profile,
-                          "serial": req.target_serial, "reason": req.reason,
-                          **({"device_id": device.id} if device is not None else {})})
-    if submit_now:
-        submit(session, clock, caller, req.id)
-    return req
+    for p in items:
+        if p.device is not None:  # restore (issue 6)
+            from ca.ra import restore as _restore
+            _restore.attach(session, p.req, p.device)
+    audit.record_many(session, [audit.Entry("request.create", caller.actor, p.req.created_at,
+                                            f"request:{p.req.id}", p.req.domain_id, p.details)
+                                for p in items])
+    for p in items:
+        if p.req.state == "submitted":
+            notify.request_event(session, clock, p.req.id, "submitted")  # e-mail outbox
+    return [p.req for p in items]
+
+
+def _calendar(session: Session) -> WorkingCalendar:
+    """The holiday calendar, read once per transaction (a batch creates many requests)."""
+    cal = session.info.get("govca_calendar")
+    if cal is None:
+        cal = session.info["govca_calendar"] = WorkingCalendar.load(session)
+    return cal
 
 
 def _previous_csr(session: Session, cert: Certificate) -> str | None:

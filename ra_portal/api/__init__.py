@@ -151,3 +151,4 @@ from ra_portal.api import v1_organizations  # noqa: E402,F401
 from ra_portal.api import v1_tokens  # noqa: E402,F401
 from ra_portal.api import v1_transfers  # noqa: E402,F401
 from ra_portal.api import v1_reorg  # noqa: E402,F401
+from ra_portal.api import v1_batch  # noqa: E402,F401

@@ -248,6 +248,7 @@ def _merge(module: str) -> None:
 _merge("ra_portal.api.openapi_reorg")
 _merge("ra_portal.api.openapi_transfers")
 _merge("ra_portal.api.openapi_tokens")
+_merge("ra_portal.api.openapi_batch")
 
 # issue 8: any operation may be refused for an outage (HSM or database unavailable): 503 with
 # Retry-After; nothing was stored for a refused request (docs/faults.md).

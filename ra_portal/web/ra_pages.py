@@ -261,12 +261,7 @@ def request_detail(request_id: int):
 def request_approve(request_id: int):
     svc = services()
     who = caller()
-    check_csrf()
-    with svc.db.transaction() as s:
-        needs_ca = Scope(s, who).request(request_id).type in ("issue", "renew", "change")
-    req = approval.approve(svc.db, svc.clock, who, request_id,
-                           svc.issuance() if needs_ca else None)
-    if getattr(req, "unblock_code", None):  # restore (issue 6): the one-time code, shown once
+XX, None):  # restore (issue 6): the one-time code, shown once
         return __import__("ra_portal.web.device_pages").web.device_pages.show_code(req)
     if req.state == "failed":
         flash(_("Yêu cầu đã được phê duyệt nhưng thực hiện không thành công."), "error")
