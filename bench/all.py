@@ -1,6 +1,7 @@
 """Every benchmark in one run, one combined table: issuance (bench/issuance.py), OCSP and CRLs
-(bench/ocsp_crl.py), the reorganisation throughput when `ca.reorg` offers a bench entry point,
-and, with --plans-url, the query timings on a large database (bench/plans.py).
+(bench/ocsp_crl.py), the reorganisation throughput (bench.reorg), with --scale the empty vs
+filled database and memory runs (bench/scale.py), and, with --plans-url, the query timings on a
+large database (bench/plans.py).
 
     .venv/bin/python bench/all.py --quick        # make bench-quick
     .venv/bin/python bench/all.py                # make bench
@@ -29,15 +30,15 @@ def run_script(args: list[str], json_path: Path) -> dict:
 
 
 def reorg_rows(quick: bool) -> tuple[list[dict], str | None]:
-    """The reorganisation row: computed when `ca.reorg.bench` has `run(quick=...)` returning
+    """The reorganisation row: computed when `bench.reorg` has `run(quick=...)` returning
     rows ({"case", "value", "unit"}); otherwise omitted with a note."""
     try:
-        mod = importlib.import_module("ca.reorg.bench")
+        mod = importlib.import_module("bench.reorg")
     except ImportError:
-        return [], "reorganisation throughput: omitted (no ca.reorg.bench entry point yet)"
+        return [], "reorganisation throughput: omitted (no bench.reorg entry point yet)"
     run = getattr(mod, "run", None)
     if run is None:
-        return [], "reorganisation throughput: omitted (ca.reorg.bench has no run())"
+        return [], "reorganisation throughput: omitted (bench.reorg has no run())"
     return list(run(quick=quick)), None
 
 
@@ -54,6 +55,11 @@ def main(argv=None) -> None:
     ap.add_argument("--issuance-args", default="", help="extra arguments for issuance.py")
     ap.add_argument("--ocsp-args", default="", help="extra arguments for ocsp_crl.py")
     ap.add_argument("--plans-url", help="a database filled by bench/datagen.py: add query timings")
+    ap.add_argument("--scale", action="store_true", help="add bench/scale.py: issuance on an "
+                    "empty vs a filled database (quick: 20,000 certificates, full: 1,000,000) "
+                    "and the memory run (quick: 10,000, full: 100,000); long, off by default")
+    ap.add_argument("--scale-args", default="", help="extra arguments for scale.py "
+                    "(e.g. \"--pg postgresql+psycopg://postgres@127.0.0.1:5432\")")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     quick = ["--quick"] if args.quick else []
@@ -80,8 +86,27 @@ def main(argv=None) -> None:
         rows, note = reorg_rows(args.quick)
         for r in rows:
             table.append(("reorg", r["case"], r["value"], r["unit"], r.get("ratio", "")))
+        loads = [r["load"] for r in rows if r.get("load") is not None]
+        if loads:
+            notes.append(f"reorganisation rows: 1-minute load average {min(loads):.2f}–"
+                         f"{max(loads):.2f} before the measured slices")
         if note:
             notes.append(note)
+    if args.scale:
+        extra = args.scale_args.split()
+        res = run_script(["bench/scale.py", "throughput", "--no-progress"] + quick + extra,
+                         tmp / "scale-tp.json")
+        m = res["median"]
+        for side, name in (("E", "empty database"),
+                           ("F", f"{res['certs']:,}-certificate database")):
+            table.append(("scale", f"issue_batch({res['batch']}) on the {name} ({res['backend']})",
+                          m[side], "certs/s", f"{m[side] / m['raw_' + side]:.1%} of raw 1t"))
+        table.append(("scale", "filled vs empty database (median of rounds)",
+                      res["diff_median"] * 100, "%", "target: within ±10 %"))
+        res = run_script(["bench/scale.py", "memory"] + quick + extra, tmp / "scale-mem.json")
+        table.append(("scale", f"memory run: {res['samples'][-1][0]:,} certificates, RSS slope",
+                      res["slope_mib_per_10k"], "MiB per 10k certs",
+                      f"RSS {res['samples'][0][1]:.0f} → {res['samples'][-1][1]:.0f} MiB"))
     if args.plans_url:
         from bench import plans
         for name, t in plans.main(["--url", args.plans_url, "--no-plans"]):

@@ -1,6 +1,7 @@
 """The dry run: what a plan would change, nothing written but the figures on the plan row."""
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from typing import Any
 
@@ -47,6 +48,7 @@ def figures(session: Session, plan_id: int, *, now, hsm_rate: float | None,
         "revocations": len(rows),
         "signatures": changes,
         "hsm_rate": round(rate, 1) if rate else None,
+        **rate_provenance(rate),
         "share": share,
         "estimated_seconds": round(changes / (rate * share), 3) if rate else None,
         "domains_merged": domains_merged,
@@ -56,6 +58,23 @@ def figures(session: Session, plan_id: int, *, now, hsm_rate: float | None,
     }
 
 
+def rate_provenance(rate) -> dict[str, Any]:
+    """When and how the HSM rate of the estimate was measured, so a reused (cached) measurement
+    is visible: a MeasuredRate (ca.reorg.throttle.ca_sign_rate) carries its time; a plain
+    number was given by the operator (`--hsm-rate`) or the caller."""
+    measured_at = getattr(rate, "measured_at", None) if rate else None
+    if measured_at is None:
+        return {"hsm_rate_source": "given" if rate else None, "hsm_rate_measured_at": None,
+                "hsm_rate_age_seconds": None}
+    age = None
+    try:
+        age = max(0, round((dt.datetime.now(dt.timezone.utc) - measured_at).total_seconds()))
+    except TypeError:
+        pass
+    return {"hsm_rate_source": "cached" if getattr(rate, "cached", False) else "measured",
+            "hsm_rate_measured_at": measured_at.isoformat(), "hsm_rate_age_seconds": age}
+
+
 def dry_run(session: Session, caller: Caller, plan_id: Any, *, clock: Clock,
             hsm_rate: float | None, share: float = DEFAULT_SHARE) -> dict[str, Any]:
     """Figures for the plan as it stands now, kept on the plan (no audit: nothing changes)."""
@@ -63,7 +82,7 @@ def dry_run(session: Session, caller: Caller, plan_id: Any, *, clock: Clock,
     out = figures(session, plan.id, now=clock.now(), hsm_rate=hsm_rate, share=share)
     out["plan_version"] = plan.version
     out["content_hash"] = plan.content_hash
-    plan.dry_run, plan.hsm_rate = out, hsm_rate
+    plan.dry_run, plan.hsm_rate = out, (float(hsm_rate) if hsm_rate else None)
     return out
 
 

@@ -1,6 +1,9 @@
 """HSM capacity: the raw signing rate of the issuing key, and a token bucket at a share of it."""
 from __future__ import annotations
 
+import datetime as dt
+import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -31,13 +34,64 @@ def measure_sign_rate(key, seconds: float = 0.5) -> float:
     return n / (time.perf_counter() - t0)
 
 
+RATE_MAX_AGE = 600.0  # seconds a measured rate is reused in the same process
+
+
+class MeasuredRate(float):
+    """A signing rate (signatures/s) that knows when and how it was measured: `measured_at`
+    (UTC), `seconds` (length of the measurement) and `cached` (True when this call reused an
+    earlier measurement of the same process instead of signing)."""
+
+    measured_at: dt.datetime
+    seconds: float
+    cached: bool
+
+    def __new__(cls, rate: float, measured_at: dt.datetime, seconds: float,
+                cached: bool = False) -> "MeasuredRate":
+        obj = super().__new__(cls, rate)
+        obj.measured_at, obj.seconds, obj.cached = measured_at, seconds, cached
+        return obj
+
+    def __reduce__(self):  # pickling and copying keep the metadata
+        return (MeasuredRate, (float(self), self.measured_at, self.seconds, self.cached))
+
+
+# (pid, key id, label) -> (monotonic time of the measurement, MeasuredRate). Per process: a
+# forked child measures again (its HSM sessions are its own).
+_RATES: dict[tuple, tuple[float, MeasuredRate]] = {}
+_RATES_LOCK = threading.Lock()
+
+
+def forget_rates() -> None:
+    """Drop every cached measurement of this process (tests, or after an HSM change)."""
+    with _RATES_LOCK:
+        _RATES.clear()
+
+
 def ca_sign_rate(db: Database, keys: KeyStore, ca: str = "issuing",
-                 seconds: float = 0.5) -> float:
+                 seconds: float = 0.5, max_age: float | None = RATE_MAX_AGE,
+                 monotonic: Callable[[], float] = time.monotonic) -> MeasuredRate:
+    """The raw signing rate of the CA's key. A measurement of the same key made by this process
+    less than `max_age` seconds ago, and at least as long as `seconds`, is reused (a dry run
+    from the page or the API then costs no HSM time); `max_age=0` or None always measures.
+    The result says when it was measured (MeasuredRate.measured_at / .cached)."""
     with db.transaction() as s:
         row = s.execute(select(CertificateAuthority).where(
             CertificateAuthority.name == ca)).scalar_one()
         key_id, label = row.key_id, row.key_label
-    return measure_sign_rate(keys.load(bytes.fromhex(key_id), label), seconds)
+    cache_key = (os.getpid(), key_id, label)
+    if max_age:
+        with _RATES_LOCK:
+            hit = _RATES.get(cache_key)
+        if hit is not None and monotonic() - hit[0] < max_age and hit[1].seconds >= seconds:
+            r = hit[1]
+            return MeasuredRate(float(r), r.measured_at, r.seconds, cached=True)
+    t = monotonic()
+    rate = MeasuredRate(measure_sign_rate(keys.load(bytes.fromhex(key_id), label), seconds),
+                        dt.datetime.now(dt.timezone.utc).replace(microsecond=0), seconds)
+    with _RATES_LOCK:
+        _RATES[cache_key] = (t, rate)
+    return rate
 
 
 class TokenBucket:

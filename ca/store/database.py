@@ -103,6 +103,10 @@ def configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout() * 1000)}")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # A page cache of up to 256 MiB (default 2 MiB): with a million certificates the
+        # duplicate-key and insert index pages miss the small cache (docs/performance-scale.md).
+        # Memory is taken only as pages are read.
+        cur.execute("PRAGMA cache_size=-262144")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -42,7 +42,10 @@ SCHEMAS = {
         "hsm_rate": NUM, "share": {"type": "number"}, "estimated_seconds": NUM,
         "by_target": {"type": "array", "items": obj({"target": S, "change": I,
                                                      "revoke": I})},
-        "plan_version": I, "content_hash": S},
+        "plan_version": I, "content_hash": S,
+        "hsm_rate_source": {"type": ["string", "null"],
+                            "enum": ["measured", "cached", "given", None]},
+        "hsm_rate_measured_at": DT, "hsm_rate_age_seconds": NUM},
         ["subscribers", "certificates", "personal_change", "seal_change", "seal_revoke",
          "estimated_seconds"]),
     "ReorgProgress": obj({

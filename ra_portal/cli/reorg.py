@@ -113,7 +113,9 @@ def dry_run_cmd(svc, plan_id, share, hsm_rate, as_json):
     click.echo(f"certificates: {out['certificates']} (personal changed {out['personal_change']}"
                f", seals changed {out['seal_change']}, seals revoked {out['seal_revoke']}, "
                f"devices changed {out['device_change']})")
-    click.echo(f"HSM: {out['hsm_rate']} signatures/s measured; share {share:.0%}; "
+    source = {"cached": f"measured at {out.get('hsm_rate_measured_at')}, reused",
+              "given": "given with --hsm-rate"}.get(out.get("hsm_rate_source"), "measured now")
+    click.echo(f"HSM: {out['hsm_rate']} signatures/s ({source}); share {share:.0%}; "
                f"estimated {_fmt_seconds(out['estimated_seconds'])} for "
                f"{out['signatures']} signatures")
 

@@ -261,7 +261,11 @@ def request_detail(request_id: int):
 def request_approve(request_id: int):
     svc = services()
     who = caller()
-XX, None):  # restore (issue 6): the one-time code, shown once
+    check_csrf()
+    # approve() checks the scope itself (404 outside it) and builds the issuance service only
+    # when the request needs the CA.
+    req = approval.approve(svc.db, svc.clock, who, request_id, svc.issuance)
+    if getattr(req, "unblock_code", None):  # restore (issue 6): the one-time code, shown once
         return __import__("ra_portal.web.device_pages").web.device_pages.show_code(req)
     if req.state == "failed":
         flash(_("Yêu cầu đã được phê duyệt nhưng thực hiện không thành công."), "error")

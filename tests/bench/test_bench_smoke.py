@@ -19,7 +19,8 @@ def test_issuance_bench_prints_every_row(tmp_path):
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, "bench/issuance.py", "--quick", "--keys", "p256", "--count", "12",
-         "--api-count", "4", "--clients", "2", "--batch", "4", "--json", str(out)],
+         "--api-count", "4", "--clients", "2", "--batch", "4", "--api-batch", "4",
+         "--api-batch-count", "8", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
@@ -30,7 +31,9 @@ def test_issuance_bench_prints_every_row(tmp_path):
                 "core issue_batch (batches of 4), 1 thread", "core issue, 2 processes",
                 "core issue_batch (4), 2 processes", "core: peak RSS of the bench process",
                 "REST API create + approve (gunicorn), 1 client(s)",
-                "REST API create + approve (gunicorn), 2 client(s)"]
+                "REST API create + approve (gunicorn), 2 client(s)",
+                "REST API batch create+approve (batches of 4), 1 client(s)",
+                "REST API batch create+approve (batches of 4), 2 client(s)"]
     assert cases == expected
     for r in rows:
         assert r["key"] == "p256" and r["value"] > 0, r
