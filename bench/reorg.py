@@ -194,12 +194,10 @@ def run(quick: bool = True, *, persons: int | None = None, url: str | None = Non
                 load = os.getloadavg()[0]
                 before = done_by_kind(svc, plan_id)
                 r = runner(UNTHROTTLED_RATE, 1.0) if share is None else runner(raw1, share)
-                if slice_seconds:
-                    res = r.run(plan_id, max_seconds=slice_seconds)
-                elif share is None:
-                    res = r.run(plan_id, max_items=half)
-                else:
-                    res = r.run(plan_id)
+                # The unthrottled slice takes at most half the items, so the throttled one
+                # always has work left (a fast run would otherwise finish the plan in slice 1).
+                res = r.run(plan_id, max_seconds=slice_seconds or None,
+                            max_items=half if share is None else None)
                 whole += res.seconds
                 after = done_by_kind(svc, plan_id)
                 people = after.get("person", 0) - before.get("person", 0)
