@@ -245,6 +245,7 @@ class IssuanceService:
         if signed:
             with self.db.transaction() as s:
                 stored = self._store_many(s, [(prep, der) for _i, prep, der in signed])
+            self.fault("after_store")  # stored, but the caller has not heard of it yet
             for (i, _prep, _der), result in zip(signed, stored):
                 out[i] = result  # a Conflict when recovery abandoned it meanwhile
         return out  # type: ignore[return-value]
