@@ -102,7 +102,8 @@ _CODECS = {_ASN1Type.UTF8String: "utf-8", _ASN1Type.PrintableString: "ascii",
            _ASN1Type.UniversalString: "utf-32-be"}
 
 
-def _der_tlv(tag: int, content: bytes) -> bytes:
+def der_tlv(tag: int, content: bytes) -> bytes:
+    """One DER TLV with a definite, minimal length (X.690 8.1.3)."""
     n = len(content)
     if n < 0x80:
         return bytes([tag, n]) + content
@@ -188,7 +189,7 @@ def _attribute_finding(oid: str, oid_name: str, asn1_type: _ASN1Type, value: str
     if codec is None:
         return f"govca.unexpected_string_type@{where}: {asn1_type.name}"
     try:
-        raw = _der_tlv(asn1_type.value, value.encode(codec))
+        raw = der_tlv(asn1_type.value, value.encode(codec))
         spec = _attribute_specs().get(oid)
         if spec is None:
             raise ValueError("no ASN.1 spec")

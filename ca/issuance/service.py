@@ -39,7 +39,7 @@ from ca.csr import check_csr_key, parse_csr
 from ca.errors import (CAError, Conflict, IntegrityError, InvalidInput, LintFailed, NotFound,
                        PolicyViolation)
 from ca.issuance.builder import CertificateContent, IssuerView, build
-from ca.issuance.lint import GATE
+from ca.issuance.lint import GATE, der_tlv
 from ca.issuance.signing import check_signed, lint_key, sign_options
 from ca.keys import KeySpec, describe
 from ca.names import SubjectData, build_name, clean_dns_name, clean_email
@@ -135,14 +135,6 @@ def ca_view(ca: CertificateAuthority, base_url: str) -> IssuerView:
             name=ca.name, certificate=x509.load_der_x509_certificate(ca.certificate_der),
             base_url=key[2])
     return view
-
-
-def _der_tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    length = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(length)]) + length + content
 
 
 def _signature_algorithm_der(cert_der: bytes, tbs: bytes) -> bytes:
@@ -428,7 +420,7 @@ class IssuanceService:
         try:
             key = self.keys.load(bytes.fromhex(prep.ca_key_id), prep.ca_label)
             signature = _hsm_sign(key, prep.tbs, prep.opts)
-            der = _der_tlv(0x30, prep.tbs + prep.sig_alg + _der_tlv(0x03, b"\x00" + signature))
+            der = der_tlv(0x30, prep.tbs + prep.sig_alg + der_tlv(0x03, b"\x00" + signature))
             self.fault("after_sign")
             try:
                 signed = x509.load_der_x509_certificate(der)
