@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -202,9 +203,41 @@ def _walk(buf: bytes, pos: int, limit: int, depth: int, role: int) -> int:
     return end
 
 
+def csr_to_pem(der: bytes) -> str:
+    """The PEM form the RA stores (64-character lines, LF)."""
+    b64 = base64.b64encode(der).decode("ascii")
+    return ("-----BEGIN CERTIFICATE REQUEST-----\n"
+            + "\n".join(b64[k:k + 64] for k in range(0, len(b64), 64))
+            + "\n-----END CERTIFICATE REQUEST-----\n")
+
+
+# parse_csr is a pure function of its input, and a request's CSR is parsed twice: when the
+# request is made (the RA refuses a bad CSR at once) and when it is issued (the CA checks the
+# PEM the RA stored). The last _MEMO_MAX successful parses of ordinary-sized inputs are kept
+# per process, under the input and under the stored PEM form, so the second parse is free when
+# both happen in one process (issue 8). Refusals are not kept.
+_MEMO_MAX = 2048
+_MEMO_INPUT_MAX = 8192  # bytes or characters: at most 16 MiB kept
+_memo: dict[bytes | str, ParsedCSR] = {}
+_memo_lock = threading.Lock()
+
+
 def parse_csr(data: bytes | str) -> ParsedCSR:
     """PEM or DER -> ParsedCSR. Refuses non-DER encodings, bad signatures, weak hashes and
     control characters in the subject. Key policy is checked separately (`check_csr_key`)."""
+    if not isinstance(data, (bytes, str)) or len(data) > _MEMO_INPUT_MAX:
+        return _parse_csr(data)  # not kept (or refused there, with the usual message)
+    parsed = _memo.get(data)
+    if parsed is None:
+        parsed = _parse_csr(data)
+        with _memo_lock:
+            while len(_memo) >= _MEMO_MAX:
+                del _memo[next(iter(_memo))]
+            _memo[data] = _memo[csr_to_pem(parsed.der)] = parsed
+    return parsed
+
+
+def _parse_csr(data: bytes | str) -> ParsedCSR:
     der = _to_der(data)
     _check_der(der)
     try:

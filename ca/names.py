@@ -1,6 +1,7 @@
 """Vietnamese text as certificate data: NFC, no control characters, RFC 5280 bounds in characters."""
 from __future__ import annotations
 
+import functools
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
@@ -114,7 +115,21 @@ class SubjectData:
 
 
 def build_name(data: SubjectData) -> x509.Name:
-    """The DN in the order seen in Vietnamese government certificates (C first, CN last)."""
+    """The DN in the order seen in Vietnamese government certificates (C first, CN last).
+    A pure function of `data`; the last 4096 names built are kept (a batch of re-issues builds
+    the same DNs again, and building one costs more than the rest of step 2; issue 8)."""
+    try:
+        return _built_name(data)
+    except TypeError:  # unhashable (a list of units): build it without keeping it
+        return _build_name(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _built_name(data: SubjectData) -> x509.Name:
+    return _build_name(data)
+
+
+def _build_name(data: SubjectData) -> x509.Name:
     d = data.cleaned()
     rdns = [x509.NameAttribute(NameOID.COUNTRY_NAME, d.country)]
     if d.locality:

@@ -215,14 +215,15 @@ def _san_ok(kind: str, value: str) -> bool:
     return ok
 
 
-def variable_findings(cert: x509.Certificate, subject: x509.Name | None = None,
-                      pub=None) -> list[str]:
-    """The checks of the parts that differ between certificates of one shape. (`subject`,
-    `pub`: cert.subject and cert.public_key() if the caller has them.)"""
+def value_findings(serial: int, subject: x509.Name, san: list[tuple[str, str]]) -> list[str]:
+    """The checks of the values that differ between certificates of one shape: the serial
+    number's range, each subject attribute value, each SAN value ("email" or "domain", value).
+    Used on a built certificate (variable_findings) and, before encoding, on the values of a
+    certificate assembled from its template (template.py)."""
     out = []
-    if not 0 < cert.serial_number < 2 ** 159:
+    if not 0 < serial < 2 ** 159:
         out.append("govca.serial_number_out_of_range@tbsCertificate.serialNumber")
-    for attr in (cert.subject if subject is None else subject):
+    for attr in subject:
         value = attr.value if isinstance(attr.value, str) else ""
         key = (attr.oid.dotted_string, attr._type, value)
         try:
@@ -234,18 +235,24 @@ def variable_findings(cert: x509.Certificate, subject: x509.Name | None = None,
             _value_cache[key] = finding
         if finding is not None:
             out.append(finding)
+    for kind, value in san:
+        if not _san_ok(kind, value):
+            what = "email_address" if kind == "email" else "domain_name"
+            out.append(f"pkix.invalid_{what}_syntax@subjectAltName: {value!r}")
+    return out
+
+
+def variable_findings(cert: x509.Certificate, subject: x509.Name | None = None,
+                      pub=None) -> list[str]:
+    """The checks of the parts that differ between certificates of one shape. (`subject`,
+    `pub`: cert.subject and cert.public_key() if the caller has them.)"""
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        san = []
-    for g in san:
-        value = g.value
-        if isinstance(g, x509.RFC822Name):
-            if not _san_ok("email", value):
-                out.append(f"pkix.invalid_email_address_syntax@subjectAltName: {value!r}")
-        elif isinstance(g, x509.DNSName):
-            if not _san_ok("domain", value):
-                out.append(f"pkix.invalid_domain_name_syntax@subjectAltName: {value!r}")
+        san_ext = []
+    san = [("email" if isinstance(g, x509.RFC822Name) else "domain", g.value) for g in san_ext
+           if isinstance(g, (x509.RFC822Name, x509.DNSName))]
+    out = value_findings(cert.serial_number, cert.subject if subject is None else subject, san)
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         if pub is None:
@@ -296,4 +303,5 @@ class LintGate:
 
 
 GATE = LintGate()
-__all__ += ["LintGate", "GATE", "shape_key", "variable_findings", "policy_findings"]
+__all__ += ["LintGate", "GATE", "shape_key", "variable_findings", "value_findings",
+            "policy_findings"]

@@ -32,21 +32,80 @@ _lint_keys: dict[KeySpec, object] = {}
 _lint_lock = threading.Lock()
 
 
+class _FixedSignature:
+    """The linting copy's signer: a software key of the issuer's type whose sign() returns one
+    signature it made once, whatever it is asked to sign. cryptography's builder takes the
+    signature algorithm from the key's type and the sign() arguments, so the TBS is
+    byte-identical to the real one; the signature bytes are well-formed (a real PKCS#1 or
+    ECDSA-Sig-Value) but sign nothing. The linting copy is never released: only its TBS is
+    used, signed by the HSM, and check_signed verifies that real signature. This saves a
+    software signature per certificate (issue 8)."""
+
+    def _init(self, real) -> None:
+        self._real = real
+
+    @property
+    def key_size(self) -> int:
+        return self._real.key_size
+
+    def public_key(self):
+        return self._real.public_key()
+
+    def private_numbers(self):
+        return self._real.private_numbers()
+
+    def private_bytes(self, *args, **kwargs):
+        return self._real.private_bytes(*args, **kwargs)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class _FixedRSA(_FixedSignature, rsa.RSAPrivateKey):
+    def __init__(self, real: rsa.RSAPrivateKey) -> None:
+        self._init(real)
+        self._sig = real.sign(b"GovCA linting copy", padding.PKCS1v15(), hashes.SHA256())
+
+    def sign(self, data, pad, algorithm) -> bytes:
+        return self._sig
+
+    def decrypt(self, ciphertext, pad) -> bytes:
+        raise NotImplementedError("the linting key signs nothing")
+
+
+class _FixedEC(_FixedSignature, ec.EllipticCurvePrivateKey):
+    def __init__(self, real: ec.EllipticCurvePrivateKey) -> None:
+        self._init(real)
+        self._sig = real.sign(b"GovCA linting copy", ec.ECDSA(hashes.SHA256()))
+
+    @property
+    def curve(self):
+        return self._real.curve
+
+    def sign(self, data, signature_algorithm) -> bytes:
+        return self._sig
+
+    def exchange(self, algorithm, peer_public_key) -> bytes:
+        raise NotImplementedError("the linting key signs nothing")
+
+
 def lint_key(spec: KeySpec):
-    """A software key of the issuer's type and size, to sign the linting copy of a certificate
-    (so its TBS is byte-identical to the real one). It signs nothing that is released."""
+    """A key of the issuer's type, to make the linting copy of a certificate (so its TBS is
+    byte-identical to the real one); see _FixedSignature. It signs nothing that is released."""
     with _lint_lock:
         key = _lint_keys.get(spec)
         if key is None:
             if spec.type == "rsa":
                 # The TBS does not depend on the issuer's modulus size (the AlgorithmIdentifier
                 # of PKCS#1 v1.5 and of PSS with salt = hash length is the same for every
-                # size), so a 1024-bit key gives a byte-identical TBS at a fraction of the cost
-                # of signing with 2048/3072 bits. check_signed compares the TBS anyway.
-                key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+                # size). check_signed compares the TBS anyway.
+                key = _FixedRSA(rsa.generate_private_key(public_exponent=65537, key_size=1024))
             else:
-                key = ec.generate_private_key({"secp256r1": ec.SECP256R1(),
-                                               "secp384r1": ec.SECP384R1()}[spec.spec])
+                key = _FixedEC(ec.generate_private_key({"secp256r1": ec.SECP256R1(),
+                                                        "secp384r1": ec.SECP384R1()}[spec.spec]))
             _lint_keys[spec] = key
         return key
 
