@@ -39,13 +39,14 @@ from ca.csr import check_csr_key, parse_csr
 from ca.errors import (CAError, Conflict, IntegrityError, InvalidInput, LintFailed, NotFound,
                        PolicyViolation)
 from ca.issuance.builder import CertificateContent, IssuerView, build
-from ca.issuance.lint import GATE, der_tlv
+from ca.issuance.lint import GATE, der_tlv, value_findings
 from ca.issuance.signing import check_signed, lint_key, sign_options
+from ca.issuance.template import TEMPLATES, san_values
 from ca.keys import KeySpec, describe
 from ca.names import SubjectData, build_name, clean_dns_name, clean_email
 from ca.ports import KeyStore
 from ca.profiles.model import Profile
-from ca.store.database import Database
+from ca.store.database import Database, next_ids
 from ca.store.models import (Certificate, CertificateAuthority, Organization, RaDomain,
                              Subscriber)
 from ca.store.models_org import OrganizationVersion
@@ -201,12 +202,17 @@ class IssuanceService:
             raise stored
         return stored
 
-    def issue_batch(self, reqs: list[IssueRequest]) -> list[Certificate | CAError]:
+    def issue_batch(self, reqs: list[IssueRequest],
+                    finish: Callable[[object, list], None] | None = None,
+                    ) -> list[Certificate | CAError]:
         """Several certificates with the same guarantees as `issue`, in fewer transactions:
         each request is checked, built and linted on its own (a bad one fails alone and burns
         no serial); the serials of all good ones are reserved and their intents audited in one
         transaction; each is signed and checked; all signed ones are stored and audited in one
-        transaction. The result has one entry per request: the certificate or the error."""
+        transaction. The result has one entry per request: the certificate or the error.
+        `finish(session, result)`: the caller's own writes about the result (e.g. the states
+        of the requests it carries out), made in the storing transaction, so that they commit
+        or fail together with the certificates."""
         out: list[Certificate | CAError | None] = [None] * len(reqs)
         preps: list[tuple[int, _Prepared]] = []
         for i, item in enumerate(self._prepare_many(reqs)):
@@ -214,32 +220,36 @@ class IssuanceService:
                 out[i] = item
             else:
                 preps.append((i, item))
-        if not preps:
-            return out  # type: ignore[return-value]
-        try:
-            with self.db.transaction() as s:
-                self._reserve_many(s, [prep for _i, prep in preps])
-        except sa_exc.IntegrityError:  # a serial collision: nothing was reserved; one by one
-            log.warning("serial collision in a batch; issuing its requests one by one")
-            for i, prep in preps:
-                try:
-                    out[i] = self.issue(prep.req)
-                except CAError as exc:
-                    out[i] = exc
-            return out  # type: ignore[return-value]
-        self.fault("after_reserve")
         signed: list[tuple[int, _Prepared, bytes]] = []
-        for (i, prep), result in zip(preps, self._sign_all([p for _i, p in preps])):
-            if isinstance(result, CAError):
-                out[i] = result
+        if preps:
+            try:
+                with self.db.transaction() as s:
+                    self._reserve_many(s, [prep for _i, prep in preps])
+            except sa_exc.IntegrityError:  # a serial collision: nothing was reserved
+                log.warning("serial collision in a batch; issuing its requests one by one")
+                for i, prep in preps:
+                    try:
+                        out[i] = self.issue(prep.req)
+                    except CAError as exc:
+                        out[i] = exc
+                preps = []
             else:
-                signed.append((i, prep, result))
-        if signed:
+                self.fault("after_reserve")
+                for (i, prep), result in zip(preps, self._sign_all([p for _i, p in preps])):
+                    if isinstance(result, CAError):
+                        out[i] = result
+                    else:
+                        signed.append((i, prep, result))
+        if signed or finish is not None:
             with self.db.transaction() as s:
-                stored = self._store_many(s, [(prep, der) for _i, prep, der in signed])
-            self.fault("after_store")  # stored, but the caller has not heard of it yet
-            for (i, _prep, _der), result in zip(signed, stored):
-                out[i] = result  # a Conflict when recovery abandoned it meanwhile
+                if signed:
+                    stored = self._store_many(s, [(prep, der) for _i, prep, der in signed])
+                    for (i, _prep, _der), result in zip(signed, stored):
+                        out[i] = result  # a Conflict when recovery abandoned it meanwhile
+                if finish is not None:
+                    finish(s, out)
+            if signed:
+                self.fault("after_store")  # stored, but the caller has not heard of it yet
         return out  # type: ignore[return-value]
 
     # -- the steps ---------------------------------------------------------------------------
@@ -262,7 +272,7 @@ class IssuanceService:
         now = _seconds(self.clock.now())
         todo = [i for i, item in enumerate(out) if not isinstance(item, CAError)]
         if todo:
-            with self.db.transaction() as s:
+            with self.db.read() as s:  # beside the SQLite writer, not behind it
                 reads = _Reads(s)
                 reads.load_cas({reqs[i].ca for i in todo})
                 keyed: list[int] = []
@@ -349,8 +359,29 @@ class IssuanceService:
                          ca_label=ca.key_label)
 
     def _build_and_lint(self, prep: "_Prepared") -> None:
-        """3. Build, sign a linting copy with a throwaway key of the same shape, lint it."""
+        """3. Build, sign a linting copy with a throwaway key of the same shape, lint it; or,
+        for a shape whose template was learned from such a certificate (template.py),
+        assemble the TBS from the template after the checks of its varying values."""
         prep.serial = serials.generate()
+        shape = TEMPLATES.shape(prep)
+        tpl = TEMPLATES.get(shape)
+        if tpl is not None:
+            san = [("email" if tag == 0x81 else "domain", value)
+                   for tag, value in san_values(prep.email, prep.dns, prep.profile)]
+            errors = value_findings(prep.serial, prep.name, san)
+            if errors:
+                raise LintFailed("the certificate failed the linter; nothing was signed: "
+                                 + "; ".join(errors), errors)
+            tbs = TEMPLATES.assemble(shape, tpl, prep, lambda: self._linted(prep)[0])
+            if tbs is not None:
+                prep.tbs, prep.sig_alg = tbs, tpl.sig_alg
+                return
+        prep.tbs, prep.sig_alg = self._linted(prep)
+        TEMPLATES.learn(shape, prep, prep.tbs, prep.sig_alg)
+
+    def _linted(self, prep: "_Prepared") -> tuple[bytes, bytes]:
+        """The builder's certificate for `prep`, through the whole lint gate: (TBS, the
+        signatureAlgorithm TLV)."""
         prep.builder = build(prep.profile, prep.issuer, CertificateContent(
             subject=prep.name, public_key=prep.public_key, serial=prep.serial,
             not_before=prep.now, not_after=prep.not_after, email=prep.email,
@@ -360,9 +391,9 @@ class IssuanceService:
         if not result.ok:
             raise LintFailed("the certificate failed the linter; nothing was signed: "
                              + "; ".join(result.errors), list(result.errors))
-        prep.tbs = linted.tbs_certificate_bytes
-        prep.sig_alg = _signature_algorithm_der(
-            linted.public_bytes(serialization.Encoding.DER), prep.tbs)
+        tbs = linted.tbs_certificate_bytes
+        return tbs, _signature_algorithm_der(linted.public_bytes(serialization.Encoding.DER),
+                                             tbs)
 
     def _reserve_many(self, s, preps: list["_Prepared"]) -> None:
         """4. The reserved rows (one multi-row INSERT ... RETURNING id) and the audited intents
@@ -377,7 +408,10 @@ class IssuanceService:
                             reserved_at=prep.now, organization_version_id=prep.org_version_id)
         table = Certificate.__table__
         conn = s.connection()
-        if len(preps) == 1:
+        ids = next_ids(s, table, len(preps))
+        if ids is not None:  # SQLite: one executemany with the ids it would give
+            conn.execute(insert(table), [{**p.row, "id": i} for p, i in zip(preps, ids)])
+        elif len(preps) == 1:
             ids = [conn.execute(insert(table).values(**preps[0].row)
                                 .returning(table.c.id)).scalar_one()]
         else:

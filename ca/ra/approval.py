@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import case, select, true, update
+from sqlalchemy import bindparam, case, select, true, update
 
 from ca import audit
 from ca.clock import Clock
@@ -193,28 +193,40 @@ def execute(db: Database, clock: Clock, request_id: int, issuance,
             issued, failure = restore.release_code(s, request_id, actor=actor, at=now)
             final = "done" if issued else "failed"
         # --- end restore ---
-        req = _complete(s, clock, request_id, final, serial, failure, actor, now, None)
+        req = _complete(s, clock, request_id, final, serial, failure, actor, now)
         if issued is not None:  # restore: shown once by the caller, never stored in clear
             req.unblock_code, req.unblock_expires_at = issued.code, issued.expires_at
         return req
 
 
 def _complete(s, clock: Clock, request_id: int, final: str, serial: str | None,
-              failure: str | None, actor: str, now, events: list | None) -> RaRequest:
-    """The request's final state (conditional UPDATE), its audit event (written now, or
-    appended to `events` for one record_many) and its notices, in the caller's transaction."""
-    s.execute(update(RaRequest).where(RaRequest.id == request_id, RaRequest.state == "approved")
-              .values(state=final, certificate_serial=serial, completed_at=now,
-                      failure_reason=failure))
-    req = s.get(RaRequest, request_id, populate_existing=True)
-    entry = audit.Entry(f"request.{final}", actor, now, f"request:{request_id}", req.domain_id,
-                        {"certificate_serial": serial, "failure": failure})
-    if events is None:
-        audit.record_many(s, [entry])
-    else:
-        events.append(entry)
-    notify.request_event(s, clock, request_id, final)  # e-mail outbox (docs/notices.md)
-    return req
+              failure: str | None, actor: str, now) -> RaRequest:
+    """One request's final state, audit event and notices (complete_many), returned."""
+    domain_id = s.execute(select(RaRequest.domain_id).where(
+        RaRequest.id == request_id)).scalar_one()
+    complete_many(s, clock, actor, now, [(request_id, domain_id, final, serial, failure)])
+    return s.get(RaRequest, request_id, populate_existing=True)
+
+
+def complete_many(s, clock: Clock, actor: str, now, items: list[tuple]) -> None:
+    """Final states of approved requests, in the caller's transaction: `items` are (request id,
+    domain id, state, certificate serial, failure). One conditional executemany UPDATE (a
+    request that is no longer 'approved' keeps its state), the audit events with one
+    record_many, the notices."""
+    if not items:
+        return
+    table = RaRequest.__table__
+    s.connection().execute(
+        update(table).where(table.c.id == bindparam("b_id"), table.c.state == "approved")
+        .values(state=bindparam("b_state"), certificate_serial=bindparam("b_serial"),
+                completed_at=now, failure_reason=bindparam("b_failure")),
+        [{"b_id": rid, "b_state": st, "b_serial": serial, "b_failure": failure}
+         for rid, _dom, st, serial, failure in items])
+    audit.record_many(s, [audit.Entry(f"request.{st}", actor, now, f"request:{rid}", dom,
+                                      {"certificate_serial": serial, "failure": failure})
+                          for rid, dom, st, serial, failure in items])
+    for rid, _dom, st, _serial, _failure in items:
+        notify.request_event(s, clock, rid, st)  # e-mail outbox (docs/notices.md)
 
 
 def undo_approval(db: Database, clock: Clock, request_id: int, *, actor: str,
@@ -223,18 +235,24 @@ def undo_approval(db: Database, clock: Clock, request_id: int, *, actor: str,
     goes back to 'submitted' with its approval slots empty, audited; False if it had moved on.
     A conditional UPDATE, so retrying it after a dropped connection (Database.run) is safe."""
     def work(s) -> bool:
-        done = s.execute(update(RaRequest).where(RaRequest.id == request_id,
-                                                 RaRequest.state == "approved")
-                         .values(state="submitted", approved_by=None, approved_at=None,
-                                 central_approved_by=None, central_approved_at=None))
-        if done.rowcount != 1:
-            return False
-        req = s.get(RaRequest, request_id)
-        audit.record(s, "request.approve.undone", actor=actor, at=clock.now(),
-                     target=f"request:{request_id}", domain_id=req.domain_id,
-                     details={"reason": reason})
-        return True
+        domain_id = s.execute(select(RaRequest.domain_id).where(
+            RaRequest.id == request_id)).scalar_one_or_none()
+        return undo_in(s, request_id, domain_id, actor=actor, at=clock.now(), reason=reason)
     return db.run(work)
+
+
+def undo_in(s, request_id: int, domain_id: int | None, *, actor: str, at,
+            reason: str = "hsm_unavailable") -> bool:
+    """undo_approval's writes in the caller's transaction."""
+    done = s.execute(update(RaRequest).where(RaRequest.id == request_id,
+                                             RaRequest.state == "approved")
+                     .values(state="submitted", approved_by=None, approved_at=None,
+                             central_approved_by=None, central_approved_at=None))
+    if done.rowcount != 1:
+        return False
+    audit.record(s, "request.approve.undone", actor=actor, at=at,
+                 target=f"request:{request_id}", domain_id=domain_id, details={"reason": reason})
+    return True
 
 
 def resolve_interrupted(db: Database, clock: Clock, request_id: int, *, actor: str) -> str:

@@ -157,7 +157,7 @@ def caller_for_token(db: Database, clock: Clock, token: str) -> Caller | None:
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     now = clock.now()
-    with db.transaction() as s:
+    with db.read() as s:  # beside the SQLite writer, not behind it
         row = s.execute(select(
             ApiToken.id, ApiToken.revoked_at, ApiToken.expires_at, ApiToken.last_used_at,
             RaUser.active, RaUser.username, RaUser.role, RaUser.id.label("user_id"),
@@ -168,8 +168,9 @@ def caller_for_token(db: Database, clock: Clock, token: str) -> Caller | None:
             return None
         if row.expires_at is not None and row.expires_at <= now:
             return None
-        if row.last_used_at is None or (now - row.last_used_at) > dt.timedelta(minutes=5):
+    if row.last_used_at is None or (now - row.last_used_at) > dt.timedelta(minutes=5):
+        with db.transaction() as s:
             s.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-        return Caller(username=row.username, role=row.role, user_id=row.user_id,
-                      domain_id=row.domain_id, organization_id=row.organization_id,
-                      subscriber_id=row.subscriber_id)
+    return Caller(username=row.username, role=row.role, user_id=row.user_id,
+                  domain_id=row.domain_id, organization_id=row.organization_id,
+                  subscriber_id=row.subscriber_id)

@@ -4,7 +4,7 @@ States: draft -> submitted -> approved | rejected; approved -> issued | done | f
 Every transition is a conditional UPDATE on the state and is audited with who and when."""
 from __future__ import annotations
 
-import base64
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from ca import audit
 from ca.clock import Clock
-from ca.csr import check_csr_key, parse_csr
-from ca.errors import Conflict, InvalidInput, NotFound, PermissionDenied, PolicyViolation
+from ca.csr import check_csr_key, csr_to_pem, parse_csr
+from ca.errors import CAError, Conflict, InvalidInput, NotFound, PermissionDenied, PolicyViolation
 from ca.profiles.model import Profile
 from ca.ra import allowances  # per-domain allowances
 from ca.ra import notify  # e-mail notices (outbox)
@@ -24,6 +24,7 @@ from ca.ra.scope import Scope
 from ca.ra.subscribers import MAX_PAGE, Page, require_active_domain
 from ca.ra.workdays import WorkingCalendar
 from ca.revocation import parse_reason
+from ca.store.database import next_ids
 from ca.store.models import Certificate
 from ca.store.models_ra import REQUEST_STATES, REQUEST_TYPES, RaRequest
 
@@ -58,13 +59,6 @@ def _int(body: dict, name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
         raise InvalidInput(f"{name} must be a positive integer", field=name, code="wrong_type")
     return value
-
-
-def csr_to_pem(der: bytes) -> str:
-    b64 = base64.b64encode(der).decode("ascii")
-    return ("-----BEGIN CERTIFICATE REQUEST-----\n"
-            + "\n".join(b64[k:k + 64] for k in range(0, len(b64), 64))
-            + "\n-----END CERTIFICATE REQUEST-----\n")
 
 
 def _target(scope: Scope, serial: str | None, subscriber_id: int, now: dt.datetime) -> Certificate:
@@ -215,12 +209,9 @@ def prepare(session: Session, clock: Clock, caller: Caller, body: Any,
     for name in ("csr_pem", "validity_days", "profile") if kind in ("revoke", "restore") else ():
         if body.get(name) is not None:
             raise InvalidInput(f"{name} does not apply to a {kind} request", field=name)
-    if req.target_serial and (("open", kind, req.target_serial) in cache or session.execute(
-            select(RaRequest.id).where(
-            RaRequest.target_serial == req.target_serial, RaRequest.type == kind,
-            RaRequest.state.in_(OPEN_STATES))).first()):
-        raise Conflict(f"an open {kind} request for this certificate exists already",
-                       field="serial", code="duplicate_request")
+    if req.target_serial and (("open", kind, req.target_serial) in cache
+                              or open_request_exists(session, kind, req.target_serial)):
+        raise _duplicate(kind)
     if req.target_serial:
         cache[("open", kind, req.target_serial)] = True
     details = {"type": kind, "subscriber_id": sub.id, "profile": req.profile,
@@ -233,10 +224,45 @@ def prepare(session: Session, clock: Clock, caller: Caller, body: Any,
     return Prepared(req, device, details)
 
 
+def open_request_exists(session: Session, kind: str, serial: str) -> bool:
+    return session.execute(select(RaRequest.id).where(
+        RaRequest.target_serial == serial, RaRequest.type == kind,
+        RaRequest.state.in_(OPEN_STATES))).first() is not None
+
+
+def _duplicate(kind: str) -> Conflict:
+    return Conflict(f"an open {kind} request for this certificate exists already",
+                    field="serial", code="duplicate_request")
+
+
+def recheck(session: Session, item: Prepared) -> None:
+    """What another creator may have changed since `item` was prepared in a read transaction
+    (POST /requests/batch): an open request on the same certificate. Run in the writing
+    transaction; raises the refusal prepare() would have raised."""
+    if item.req.target_serial and open_request_exists(session, item.req.type,
+                                                      item.req.target_serial):
+        raise _duplicate(item.req.type)
+
+
+def parse_csrs_ahead(bodies: list) -> None:
+    """Parse the CSRs of a batch of request bodies before its transaction opens (CPU work that
+    need not hold the SQLite writer's lock). parse_csr keeps what it parsed, so prepare() finds
+    it; a refusal is raised again, in its place, by prepare()."""
+    for body in bodies:
+        with contextlib.suppress(CAError):
+            text = _str(body, "csr_pem", 64 * 1024) if isinstance(body, dict) else None
+            if text:
+                parse_csr(text)
+
+
 def store(session: Session, clock: Clock, caller: Caller, items: list[Prepared]
           ) -> list[RaRequest]:
     """Write prepared requests: one flush (one multi-row INSERT), their audit events with one
     record_many, their notices."""
+    ids = next_ids(session, RaRequest.__table__, len(items))
+    if ids is not None:  # SQLite: one executemany instead of one INSERT per request
+        for p, rid in zip(items, ids):
+            p.req.id = rid
     session.add_all([p.req for p in items])
     session.flush()
     for p in items:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -114,6 +114,30 @@ def configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def next_ids(session: Session, table, n: int) -> list[int] | None:
+    """On SQLite, the ids the next `n` rows of `table` will get, for a writing transaction to
+    insert them with one executemany: SQLite cannot say which RETURNING row belongs to which
+    parameter set, so SQLAlchemy would otherwise insert them one statement at a time. The
+    writer holds SQLite's lock from BEGIN IMMEDIATE, so nobody else inserts meanwhile, and
+    max(id) + 1 is what SQLite itself would pick (no AUTOINCREMENT; rows of these tables are
+    never deleted). None elsewhere: PostgreSQL batches RETURNING in parameter order."""
+    if session.get_bind().dialect.name != "sqlite" or n <= 0:
+        return None
+    top = session.execute(select(func.max(table.c.id))).scalar() or 0
+    return list(range(top + 1, top + 1 + n))
+
+
+def _writer_gate(engine: Engine):
+    """The writers' queue of a SQLite database file, or None (PostgreSQL, in-memory)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    from ca.store.sqlite_gate import gate_for
+    return gate_for(database)
+
+
 def sqlite_reader(url) -> Engine:
     """A read-only engine on a SQLite file: `PRAGMA query_only` refuses every write, and a plain
     (deferred) BEGIN takes no write lock, so in WAL mode a long report never blocks a writer."""
@@ -161,6 +185,7 @@ class Database:
         self._lag: tuple[float, float] | None = None  # (lag seconds, monotonic time measured)
         self._sqlite_reader: Engine | None = None
         self._read_lock = threading.Lock()
+        self._gate = _writer_gate(engine)  # SQLite file: writers queue here (sqlite_gate.py)
 
     @property
     def backend(self) -> str:
@@ -171,12 +196,47 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        session = self._factory()
+        with self._writer():
+            session = self._factory()
+            try:
+                with session.begin():
+                    yield session
+            finally:
+                session.close()
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[None]:
+        """The SQLite writers' queue (sqlite_gate.py), held for a whole transaction; nothing on
+        PostgreSQL or an in-memory database. After GOVCA_DB_BUSY_TIMEOUT seconds in the queue
+        the answer is SQLite's own "database is locked" (transient: 503), not a second wait."""
+        if self._gate is None:
+            yield
+            return
+        got = self._gate.acquire(busy_timeout())
+        if got is False:
+            import sqlite3
+            raise sa_exc.OperationalError(
+                "BEGIN IMMEDIATE", None, sqlite3.OperationalError(
+                    "database is locked (another writer held it longer than "
+                    "GOVCA_DB_BUSY_TIMEOUT)"))
         try:
-            with session.begin():
-                yield session
+            yield
         finally:
-            session.close()
+            if got:
+                self._gate.release()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction that only reads, on the primary (current data, no lag). On a SQLite
+        file it is a deferred, query-only transaction: it takes no writer lock, so in WAL mode
+        it runs beside the writer instead of queueing behind it. Elsewhere it is an ordinary
+        transaction."""
+        if self._gate is None:
+            with self.transaction() as s:
+                yield s
+        else:
+            with self.read_transaction(replica=False) as s:
+                yield s
 
     # -- reads that tolerate replication lag ------------------------------------------------
     @contextlib.contextmanager
@@ -296,22 +356,31 @@ class Database:
         BEGIN. A failure during COMMIT is ambiguous (the server may have committed before the
         connection dropped) and is raised at once, never replayed blindly."""
         for attempt in range(1, attempts + 1):
-            session = self._factory()
-            committing = False
-            try:
-                session.begin()
-                result = work(session)
-                committing = True
-                session.commit()
+            with self._writer():
+                result, failure = self._run_once(work)
+            if failure is None:
                 return result
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    session.rollback()
-                if committing or attempt == attempts or not is_transient(exc):
-                    raise
-                log.warning("database unavailable (%s), retry %d of %d", type(exc).__name__,
-                            attempt, attempts - 1)
-                time.sleep(backoff * attempt)
-            finally:
-                session.close()
+            committing, exc = failure
+            if committing or attempt == attempts or not is_transient(exc):
+                raise exc
+            log.warning("database unavailable (%s), retry %d of %d", type(exc).__name__,
+                        attempt, attempts - 1)
+            time.sleep(backoff * attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run_once(self, work):
+        """One try of `run`: (result, None), or (None, (whether COMMIT was sent, error))."""
+        session = self._factory()
+        committing = False
+        try:
+            session.begin()
+            result = work(session)
+            committing = True
+            session.commit()
+            return result, None
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                session.rollback()
+            return None, (committing, exc)
+        finally:
+            session.close()

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from ca.errors import CAError, InvalidInput
 from ca.ra import approval
 from ca.ra import requests as ra_requests
-from ca.ra.requests import csr_to_pem
+from ca.csr import csr_to_pem
 from ca.ra.scope import Scope
 from ca.ra.subscribers import list_organizations, register
 from ca.ra.users import create_user
