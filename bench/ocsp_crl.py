@@ -146,9 +146,14 @@ def _raw_proc(tmp: str, key_id: str, seconds: float, start_at: float, q) -> None
     from ca.errors import HsmUnavailable
     from hsm.keys import per_thread
     from hsm.store import HsmKeyStore
-    for attempt in range(10):  # SoftHSM rewrites its token file at each C_Login: two processes
-        try:                   # logging in at the same instant can see a GeneralError
-            key = per_thread(HsmKeyStore(hsm_config(Path(tmp))).load(bytes.fromhex(key_id)))
+    # One store (one pool) for every attempt: after a failed login (SoftHSM rewrites its token
+    # file at each C_Login, so two processes logging in at the same instant can see a
+    # GeneralError, or no token at all) the pool re-initialises the module at its next try --
+    # SoftHSM rescans its token directory only in C_Initialize.
+    store = HsmKeyStore(hsm_config(Path(tmp)))
+    for attempt in range(10):
+        try:
+            key = per_thread(store.load(bytes.fromhex(key_id)))
             raw_sign(key, 0.05, 1)  # the session is open and the key found before the start
             break
         except HsmUnavailable as exc:

@@ -161,6 +161,9 @@ class OcspWorker(ThreadWorker):
             return super().handle(conn)
         sock = conn.sock
         lingering = False  # SO_RCVTIMEO set: a recv() gives up after the linger time
+        # Read once per call, not per request (gunicorn's Config.__getattr__ is a lookup and a
+        # method call); they only change when the worker is replaced.
+        threads, keepalive = self.cfg.threads, self.cfg.keepalive
         try:
             sock.setblocking(True)
             while True:
@@ -176,14 +179,14 @@ class OcspWorker(ThreadWorker):
                         lingering = not _set_linger(sock, 0)
                     conn.parser.unreader.unread(data)
                     return super().handle(conn)
-                if not self._answer(sock, *parsed):
+                if not self._answer(sock, *parsed, keepalive):
                     return False
                 # Linger on this connection while every connection can have its own thread:
                 # the next recv() waits in the kernel (SO_RCVTIMEO), one system call a request.
-                if not self.alive or self.nr_conns >= self.cfg.threads:
+                if not self.alive or self.nr_conns >= threads:
                     return True
                 if not lingering:
-                    lingering = _set_linger(sock, min(LINGER, self.cfg.keepalive))
+                    lingering = _set_linger(sock, min(LINGER, keepalive))
         except OSError:
             return False
         except Exception:  # pragma: no cover - respond() maps app failures to OCSP statuses
@@ -193,14 +196,16 @@ class OcspWorker(ThreadWorker):
             if lingering:
                 _set_linger(sock, 0)
 
-    def _answer(self, sock, environ, close: bool) -> bool:
+    def _answer(self, sock, environ, close: bool, keepalive=None) -> bool:
         """Answer one request; False when the connection is to be closed."""
         self.nr += 1
         if self.nr >= self.max_requests:
             if self.alive:
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
-        if not self.alive or not self.cfg.keepalive:
+        if keepalive is None:
+            keepalive = self.cfg.keepalive
+        if not self.alive or not keepalive:
             close = True
         status, headers, body = self._front.respond(environ)
         head = [f"HTTP/1.1 {status}\r\nDate: {self._http_date()}\r\n"

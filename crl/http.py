@@ -162,7 +162,6 @@ def handle_ocsp(app, environ) -> tuple[str, list[tuple[str, str]], bytes]:
     """RFC 6960 A.1: POST {url} with an application/ocsp-request body, or GET {url}/{url-encoded
     base64 of the DER request}. Bad input gets an OCSP error status or a 4xx, never a 500."""
     method = environ.get("REQUEST_METHOD", "GET")
-    tail = environ.get("PATH_INFO", "")[len("/ocsp"):].lstrip("/")
     if method == "POST":
         ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if ctype and ctype != "application/ocsp-request":
@@ -181,6 +180,7 @@ def handle_ocsp(app, environ) -> tuple[str, list[tuple[str, str]], bytes]:
         return "200 OK", _ocsp_headers(app, result), result.der
     if method not in ("GET", "HEAD"):
         return _plain("405 Method Not Allowed", "use GET or POST", [("Allow", "GET, HEAD, POST")])
+    tail = environ.get("PATH_INFO", "")[len("/ocsp"):].lstrip("/")
     if len(tail) > MAX_OCSP_GET_PATH:
         return _plain("414 URI Too Long", "request too long")
     try:

@@ -86,6 +86,23 @@ def _issuer_hashes(cert: x509.Certificate) -> dict[str, tuple[bytes, bytes]]:
             for h in codec.HASH_OID_BY_NAME}
 
 
+_SECOND = dt.timedelta(seconds=1)
+
+
+class _Shape:
+    """One shape of nonce requests (crl/ocsp.py OcspService._shaped): the parsed certIDs, where
+    the nonce is, and `state` -- what every answer to a request of this shape shares during one
+    second, so that an answer is the nonce's octets appended and a signature:
+    (second start, second end, monotonic time the statuses and the signer must be read again,
+    signer, ResponseData up to the nonce's octets, nextUpdate)."""
+
+    __slots__ = ("cert_ids", "span", "state")
+
+    def __init__(self, req: codec.OcspRequest) -> None:
+        self.cert_ids, self.span = req.cert_ids, req.nonce_span
+        self.state: tuple | None = None
+
+
 class OcspService:
     def __init__(self, db: Database, keys: KeyStore, clock: Clock,
                  settings: OcspSettings | None = None) -> None:
@@ -107,9 +124,10 @@ class OcspService:
         # Requests with a nonce: a client sends the same octets each time but for the nonce's
         # value. Keyed by the octets around the nonce value (whose position is found per body
         # length), a request of a known shape is not parsed again: the parse depends on the
-        # nonce's length, never on its value (crl/ocsp_codec.py OcspRequest.nonce_span).
+        # nonce's length, never on its value (crl/ocsp_codec.py OcspRequest.nonce_span). Each
+        # shape also keeps what its answers share within one second (_Shape.state).
         self._shapes: dict[int, tuple[tuple[int, int, int], ...]] = {}
-        self._shaped: dict[tuple, codec.OcspRequest] = {}
+        self._shaped: dict[tuple, _Shape] = {}
 
     # -- lookups ----------------------------------------------------------------------------
     def _load_index(self, force: bool = False) -> None:
@@ -166,24 +184,54 @@ class OcspService:
             self._status_cache.clear()
             self._requests.clear()
             self._signers.clear()
+            self._shaped.clear()  # their states name a signer
+            self._shapes.clear()
             self._index_at = -1e9
 
     # -- answering --------------------------------------------------------------------------
     def answer(self, body: bytes) -> OcspResult:
         """Any input gives an OCSP response: a status for garbage, never an exception."""
-        hit = self._requests.get(body) if type(body) is bytes else None
-        if hit is not None and time.monotonic() - hit[1] < self.settings.cache_ttl and \
-                hit[0].next_update > self.clock.now():
-            return hit[0]
-        req = self._known_shape(body)
-        if req is None:
+        shape = req = None
+        if type(body) is bytes:
+            hit = self._requests.get(body)
+            if hit is not None and time.monotonic() - hit[1] < self.settings.cache_ttl and \
+                    hit[0].next_update > self.clock.now():
+                return hit[0]
+            spans = self._shapes.get(len(body))
+            if spans is not None:
+                for span in spans:
+                    shape = self._shaped.get((span, body[:span[1]], body[span[2]:]))
+                    if shape is not None:
+                        nonce = body[span[0]:span[2]]
+                        break
+        if shape is None:
             try:
                 req = codec.parse_request(body, self.settings.max_cert_ids)
             except codec.MalformedRequest:
                 return MALFORMED
             if req.nonce_span is not None:
-                self._remember_shape(body, req)
+                shape = self._remember_shape(body, req)
+                nonce = req.nonce
         try:
+            if shape is not None:
+                # A nonce: signed now. Within one second, the answers to requests of one shape
+                # differ only in the nonce's octets (the end of ResponseData) and the signature.
+                state = shape.state
+                now = self.clock.now()
+                if state is None or not state[0] <= now < state[1] or \
+                        time.monotonic() >= state[2] or state[3].not_after <= now:
+                    state = self._shape_state(shape, now)
+                if state is not None:
+                    signer, tbs = state[3], state[4] + nonce
+                    if signer.template is not None:
+                        der = signer.template.wrap(tbs, signer.sign(tbs))
+                    else:
+                        der = codec.basic_response(tbs, signer.algorithm, signer.sign(tbs),
+                                                   signer.certificate_der)
+                    return OcspResult(der, codec.SUCCESSFUL, state[0], state[5])
+                if req is None:  # unauthorized, or no responder: the general path answers
+                    req = codec.OcspRequest(cert_ids=shape.cert_ids, nonce=nonce,
+                                            nonce_span=shape.span)
             if len(req.cert_ids) == 1 and req.nonce is None:
                 ca_id = self.issuer_of(req.cert_ids[0])
                 if ca_id is None:
@@ -205,6 +253,7 @@ class OcspService:
             return INTERNAL
 
     def _known_shape(self, body) -> codec.OcspRequest | None:
+        """The request `body` parses to, when its shape is known (else None)."""
         if type(body) is not bytes:
             return None
         spans = self._shapes.get(len(body))
@@ -218,7 +267,7 @@ class OcspService:
                                          nonce_span=span)
         return None
 
-    def _remember_shape(self, body, req: codec.OcspRequest) -> None:
+    def _remember_shape(self, body, req: codec.OcspRequest) -> _Shape:
         body = bytes(body)
         span = req.nonce_span
         if len(self._shaped) >= self.settings.request_cache_size:
@@ -227,7 +276,34 @@ class OcspService:
         spans = self._shapes.get(len(body), ())
         if span not in spans:
             self._shapes[len(body)] = (spans + (span,))[-4:]
-        self._shaped[(span, body[:span[1]], body[span[2]:])] = req
+        shape = self._shaped[(span, body[:span[1]], body[span[2]:])] = _Shape(req)
+        return shape
+
+    def _shape_state(self, shape: _Shape, now_exact: dt.datetime) -> tuple | None:
+        """What the answers to `shape` share during the second of `now_exact` (see _Shape), or
+        None when they are not signed (an issuer we do not serve, no responder): the general
+        path then answers. Built by the same steps as sign_now(), from the same caches."""
+        ca_ids = {self.issuer_of(cid) for cid in shape.cert_ids}
+        if None in ca_ids or len(ca_ids) != 1:
+            return None
+        ca_id = ca_ids.pop()
+        signer = self.signer(ca_id)
+        if signer is None:
+            return None
+        signer_until = self._signers[ca_id][1] + self.settings.index_ttl
+        now = now_exact.replace(microsecond=0)
+        cert_ids = shape.cert_ids
+        hexes = {cid.serial: serials.to_hex(cid.serial) for cid in cert_ids if cid.serial > 0}
+        found, read_at = self._statuses_read(ca_id, list(hexes.values()))
+        singles = [self._single(cid.raw, found.get(hexes.get(cid.serial)), now, signer)
+                   for cid in cert_ids]
+        n = shape.span[2] - shape.span[0]
+        tbs = codec.response_data(responder_key_hash=signer.key_hash, produced_at=now,
+                                  singles=singles, nonce=bytes(n))  # the nonce's octets last
+        state = (now, now + _SECOND, min(read_at + self.settings.cache_ttl, signer_until),
+                 signer, tbs[:-n], min(s.next_update for s in singles))
+        shape.state = state
+        return state
 
     def _answer(self, req: codec.OcspRequest) -> OcspResult:
         ca_ids = {self.issuer_of(cid) for cid in req.cert_ids}
@@ -325,13 +401,18 @@ class OcspService:
     def _statuses_cached(self, ca_id: int, serial_hexes: list[str]) -> dict:
         """Statuses for signed-now answers, held as long as a pre-signed answer is held in the
         process (cache_ttl): a revocation shows within the same few seconds on both paths."""
-        t = time.monotonic()
+        return self._statuses_read(ca_id, serial_hexes)[0]
+
+    def _statuses_read(self, ca_id: int, serial_hexes: list[str]) -> tuple[dict, float]:
+        """_statuses_cached() and the monotonic time the oldest of them was read."""
+        t = oldest = time.monotonic()
         out, missing = {}, []
         for h in serial_hexes:
             hit = self._status_cache.get((ca_id, h))
             if hit is not None and t - hit[1] < self.settings.cache_ttl:
                 if hit[0] is not None:
                     out[h] = hit[0]
+                oldest = min(oldest, hit[1])
             else:
                 missing.append(h)
         if missing:
@@ -341,7 +422,7 @@ class OcspService:
             for h in missing:
                 self._status_cache[(ca_id, h)] = (found.get(h), t)
             out.update(found)
-        return out
+        return out, oldest
 
     # -- pre-signing ------------------------------------------------------------------------
     def presign(self, ca_name: str | None = None, *, batch: int = 500,

@@ -189,6 +189,17 @@ def _tlv(tag: int, content: bytes) -> bytes:
     return der.tlv(tag, content)
 
 
+def _head(tag: int, n: int) -> bytes:
+    """The tag and length octets of a TLV whose content is `n` octets long."""
+    if n < 0x80:
+        return bytes((tag, n))
+    if n < 0x100:
+        return bytes((tag, 0x81, n))
+    if n < 0x10000:
+        return bytes((tag, 0x82, n >> 8, n & 0xFF))
+    return der.tlv(tag, bytes(n))[:-n]
+
+
 _UTC = dt.timezone.utc
 _TIMES: dict[dt.datetime, bytes] = {}
 
@@ -275,10 +286,20 @@ class ResponseTemplate:
         self.tail = _tlv(0xA0, _tlv(der.TAG_SEQUENCE, responder_cert))
 
     def wrap(self, tbs: bytes, signature: bytes) -> bytes:
-        basic = _tlv(der.TAG_SEQUENCE, b"".join((
-            tbs, self.algorithm, _tlv(der.TAG_BIT_STRING, b"\x00" + signature), self.tail)))
-        return _tlv(der.TAG_SEQUENCE, b"\x0a\x01\x00" + _tlv(0xA0, _tlv(  # successful (0)
-            der.TAG_SEQUENCE, OID_BASIC + _tlv(der.TAG_OCTET_STRING, basic))))
+        # The headers are computed from the lengths, the octets copied once (one join).
+        sig_head = _head(der.TAG_BIT_STRING, len(signature) + 1)
+        n = len(tbs) + len(self.algorithm) + len(sig_head) + 1 + len(signature) + len(self.tail)
+        basic_head = _head(der.TAG_SEQUENCE, n)
+        n += len(basic_head)
+        octets_head = _head(der.TAG_OCTET_STRING, n)
+        n += len(octets_head) + len(OID_BASIC)
+        bytes_head = _head(der.TAG_SEQUENCE, n)
+        n += len(bytes_head)
+        explicit_head = _head(0xA0, n)
+        n += len(explicit_head) + 3
+        return b"".join((_head(der.TAG_SEQUENCE, n), b"\x0a\x01\x00",  # successful (0)
+                         explicit_head, bytes_head, OID_BASIC, octets_head, basic_head, tbs,
+                         self.algorithm, sig_head, b"\x00", signature, self.tail))
 
 
 def error_response(status: int) -> bytes:

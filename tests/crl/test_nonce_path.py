@@ -5,6 +5,7 @@ answer to its own request: its own nonce echoed (RFC 8954), its own certificate'
 signed by the responder."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 
@@ -122,3 +123,81 @@ def test_parse_fast_head_cache_keeps_verdicts_per_head():
     for _ in range(2):
         assert parse_fast(odd + b"5\r\nabcde\r\n0\r\n\r\n") is None
     assert _heads[odd[:-4]] is False
+
+
+def _tbs(result) -> bytes:
+    return ocsp.load_der_ocsp_response(result.der).tbs_response_bytes
+
+
+def test_shape_state_gives_the_general_paths_answer(services, clock):
+    """A request of a known shape is answered from the shape's state (ResponseData up to the
+    nonce, kept for one second): byte for byte the ResponseData sign_now() builds for it."""
+    svc, issuer = _setup(services)
+    good, bad = issue(services, "staff.hanoi.1"), issue(services, "staff.hanoi.2")
+    revocation.revoke(services.db, services.clock, serial=bad.serial, reason="keyCompromise",
+                      actor="t")
+    for row in (good, bad):
+        svc.answer(ocsp_request(row.der, issuer, nonce=os.urandom(32)))  # the shape is known
+        for size in (32, 16, 1):
+            n = os.urandom(size)
+            body = ocsp_request(row.der, issuer, nonce=n)
+            req = svc._known_shape(body) or ocsp_codec.parse_request(body, 16)
+            got = svc.answer(body)
+            assert got.status == ocsp_codec.SUCCESSFUL and not got.cacheable
+            ca_id = svc.issuer_of(req.cert_ids[0])
+            assert _tbs(got) == _tbs(svc.sign_now(ca_id, req.cert_ids, req.nonce))
+            assert got.this_update == clock.now().replace(microsecond=0)
+    assert all(s.state is not None for s in svc._shaped.values())
+
+
+def test_shape_state_follows_the_clock_and_revocations(services, clock):
+    """The shared part of a shape's answers is rebuilt when the second changes and when the
+    statuses are older than cache_ttl: a revocation shows as soon as the status is read again,
+    exactly as on the general path."""
+    svc, issuer = _setup(services)
+    row = issue(services)
+    svc = ocsp_service(services, cache_ttl=0.0)  # every answer reads the status again
+    responders(services).ensure("issuing")
+
+    def ask():
+        n = os.urandom(32)
+        result = svc.answer(ocsp_request(row.der, issuer, nonce=n))
+        _check(result, n, int(row.serial, 16), _status_of(result))
+        return ocsp.load_der_ocsp_response(result.der)
+
+    first = ask()
+    assert first.certificate_status == ocsp.OCSPCertStatus.GOOD
+    clock.advance(seconds=3)
+    later = ask()
+    assert later.produced_at_utc == first.produced_at_utc + dt.timedelta(seconds=3)
+    assert later.this_update_utc == later.produced_at_utc
+    revocation.revoke(services.db, services.clock, serial=row.serial, reason="superseded",
+                      actor="t")
+    revoked = ask()
+    assert revoked.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert revoked.revocation_reason == x509.ReasonFlags.superseded
+    # forget() (a responder renewal) drops the shapes and their states.
+    svc.forget()
+    assert not svc._shaped and not svc._shapes
+    assert ask().certificate_status == ocsp.OCSPCertStatus.REVOKED
+
+
+def test_shape_state_keeps_statuses_for_cache_ttl_only(services, clock, monkeypatch):
+    """Within cache_ttl a shape's state is reused (no status read); past it, read again."""
+    svc, issuer = _setup(services)
+    row = issue(services)
+    t = [1000.0]
+    monkeypatch.setattr("crl.ocsp.time.monotonic", lambda: t[0])
+    reads = []
+    real = svc.reader.statuses
+    monkeypatch.setattr(svc.reader, "statuses", lambda *a, **k: reads.append(a) or real(*a, **k))
+    for _ in range(3):
+        svc.answer(ocsp_request(row.der, issuer, nonce=os.urandom(32)))
+    assert len(reads) == 1
+    t[0] += svc.settings.cache_ttl + 0.01
+    svc.answer(ocsp_request(row.der, issuer, nonce=os.urandom(32)))
+    assert len(reads) == 2
+
+
+def _status_of(result):
+    return ocsp.load_der_ocsp_response(result.der).certificate_status
