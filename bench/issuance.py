@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ocsp_crl import USER_PIN, hsm_config, make_token, raw_rate  # noqa: E402,F401
+from bench.ocsp_crl import raw_sign_processes  # noqa: E402
 
 KEYS = {"rsa2048": ("rsa", "2048"), "rsa3072": ("rsa", "3072"), "p256": ("ec", "secp256r1")}
 
@@ -116,37 +117,10 @@ def make_csrs(n: int, seed: int = 0) -> list[str]:
 
 
 # --- raw signing, 2 processes ----------------------------------------------------------------
-def _raw_proc(tmp: str, key_id: str, seconds: float, q) -> None:
-    os.environ["SOFTHSM2_CONF"] = str(Path(tmp) / "softhsm2.conf")
-    import time
-    from ca.errors import HsmUnavailable
-    from hsm.store import HsmKeyStore
-    for attempt in range(10):  # SoftHSM rewrites its token file at each C_Login: two processes
-        try:                   # logging in at the same instant can see a GeneralError
-            key = HsmKeyStore(hsm_config(Path(tmp))).load(bytes.fromhex(key_id))
-            break
-        except HsmUnavailable as exc:
-            if attempt == 9:
-                q.put(f"error: {exc}")
-                return
-            time.sleep(0.2 * (attempt + 1))
-    q.put(raw_rate(key, seconds, 1))
-
-
 def raw_rate_processes(tmp: Path, key_id: str, seconds: float, procs: int = 2) -> float:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    ps = [ctx.Process(target=_raw_proc, args=(str(tmp), key_id, seconds, q))
-          for _ in range(procs)]
-    for p in ps:
-        p.start()
-    rates = [q.get(timeout=seconds + 120) for _ in ps]
-    for p in ps:
-        p.join(timeout=30)
-    errors = [r for r in rates if isinstance(r, str)]
-    if errors:
-        raise RuntimeError(f"raw signing process failed: {errors[0]}")
-    return sum(rates)
+    """Signatures/s of the CA key in `procs` processes at once (bench/ocsp_crl.py's, which
+    retries SoftHSM's login race with one pool per process and starts them together)."""
+    return raw_sign_processes(tmp, bytes.fromhex(key_id), seconds, procs)["rate"]
 
 
 # --- core service ---------------------------------------------------------------------------
@@ -189,8 +163,13 @@ def core_run(svc, subscriber_ids: list[int], csrs: list[str], threads: int) -> d
 
 def core_batch_run(svc, subscriber_ids: list[int], csrs: list[str], batch: int) -> dict:
     """IssuanceService.issue_batch over len(csrs) requests in batches of `batch`."""
+    return issue_batches(svc.issuance(), subscriber_ids, csrs, batch)
+
+
+def issue_batches(issuance, subscriber_ids: list[int], csrs: list[str], batch: int) -> dict:
+    """`issuance.issue_batch` over len(csrs) personal-certificate requests in batches of
+    `batch`: rate, count, errors (bench/scale.py uses it too)."""
     from ca.issuance.service import IssueRequest
-    issuance = svc.issuance()
     n, errors, first = 0, 0, None
     t0 = time.perf_counter()
     for k in range(0, len(csrs), batch):

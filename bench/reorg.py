@@ -29,43 +29,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from bench.ocsp_crl import raw_rate
 
 PIN = "11223344"
 UNTHROTTLED_RATE = 1e9  # a token bucket that never waits
-
-
-def raw_rate(key, seconds: float, threads: int) -> float:
-    """Signatures/s of an HSM key (64-byte message, the key's own scheme), `threads` threads."""
-    msg = b"x" * 64
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        def one():
-            key.sign(msg, ec.ECDSA(hashes.SHA256()))
-    else:
-        def one():
-            key.sign(msg, padding.PKCS1v15(), hashes.SHA256())
-    one()
-    counts = [0] * threads
-    end = time.perf_counter() + seconds
-
-    def loop(i):
-        n = 0
-        while time.perf_counter() < end:
-            one()
-            n += 1
-        counts[i] = n
-    t0 = time.perf_counter()
-    ts = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
 
 
 def make_token(tmp: Path):

@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.issuance import issue_batches as batch_run  # noqa: E402
 from bench.issuance import make_csrs, rss_mib  # noqa: E402
 from bench.ocsp_crl import hsm_config, make_token, raw_rate  # noqa: E402
 
@@ -144,24 +145,6 @@ def issuance_service(db, keys, clock):
     from ca.issuance.service import IssuanceService
     from ca.profiles import builtin_profiles
     return IssuanceService(db, keys, clock, builtin_profiles(), BASE_URL)
-
-
-def batch_run(iss, subs: list[int], csrs: list[str], batch: int) -> dict:
-    from ca.issuance.service import IssueRequest
-    n, errors, first = 0, 0, None
-    t0 = time.perf_counter()
-    for k in range(0, len(csrs), batch):
-        reqs = [IssueRequest(ca="issuing", profile="personal", csr=c, actor="bench",
-                             subscriber_id=subs[(k + j) % len(subs)])
-                for j, c in enumerate(csrs[k:k + batch])]
-        for r in iss.issue_batch(reqs):
-            if isinstance(r, Exception):
-                errors += 1
-                first = first or f"{type(r).__name__}: {r}"
-            else:
-                n += 1
-    wall = time.perf_counter() - t0
-    return {"rate": n / wall, "n": n, "errors": errors, "first_error": first, "wall_s": wall}
 
 
 class StatementTimer:
