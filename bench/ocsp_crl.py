@@ -141,7 +141,9 @@ def raw_sign(key, seconds: float, threads: int) -> dict:
             "cpu_us": 1e6 * (time.process_time() - c0) / n}
 
 
-def _raw_proc(tmp: str, key_id: str, seconds: float, start_at: float, q) -> None:
+def _raw_key(tmp: str, key_id: str):
+    """The key `key_id` of the bench token, loaded in this (child) process with one PKCS#11
+    session for this thread; an error string when SoftHSM's login race persists."""
     os.environ["SOFTHSM2_CONF"] = str(Path(tmp) / "softhsm2.conf")
     from ca.errors import HsmUnavailable
     from hsm.keys import per_thread
@@ -155,14 +157,85 @@ def _raw_proc(tmp: str, key_id: str, seconds: float, start_at: float, q) -> None
         try:
             key = per_thread(store.load(bytes.fromhex(key_id)))
             raw_sign(key, 0.05, 1)  # the session is open and the key found before the start
-            break
+            return key
         except HsmUnavailable as exc:
             if attempt == 9:
-                q.put(f"error: {exc}")
-                return
+                return f"error: {exc}"
             time.sleep(0.2 * (attempt + 1))
+
+
+def _raw_proc(tmp: str, key_id: str, seconds: float, start_at: float, q) -> None:
+    key = _raw_key(tmp, key_id)
+    if isinstance(key, str):
+        q.put(key)
+        return
     time.sleep(max(0.0, start_at - time.time()))
     q.put(raw_sign(key, seconds, 1))
+
+
+def _raw_server(tmp: str, key_id: str, threads: int, conn) -> None:
+    """A RawSigners process: loads the key once, then signs for (start_at, seconds) with
+    `threads` threads (a session each) whenever asked, until it gets None."""
+    key = _raw_key(tmp, key_id)
+    conn.send(key if isinstance(key, str) else "ready")
+    while not isinstance(key, str):
+        msg = conn.recv()
+        if msg is None:
+            return
+        start_at, seconds = msg
+        time.sleep(max(0.0, start_at - time.time()))
+        conn.send(raw_sign(key, seconds, threads))
+
+
+class RawSigners:
+    """`procs` processes of `threads` threads that keep the key loaded, so that the raw rate of
+    a server of `procs` worker processes (or of 2 threads: procs=1, threads=2) can be measured
+    again and again during a case (bench/interleave.py) without the seconds of start-up and
+    login each time. A context manager."""
+
+    def __init__(self, tmp: Path, key_id: bytes, procs: int = 2, threads: int = 1) -> None:
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(procs):
+            mine, theirs = ctx.Pipe()
+            p = ctx.Process(target=_raw_server, args=(str(tmp), key_id.hex(), threads, theirs))
+            p.start()
+            self.conns.append(mine)
+            self.procs.append(p)
+        for c in self.conns:
+            if not c.poll(120):
+                raise RuntimeError("raw signing process did not start")
+            got = c.recv()
+            if got != "ready":
+                self.close()
+                raise RuntimeError(f"raw signing process failed: {got}")
+
+    def measure(self, seconds: float) -> dict:
+        """Signatures/s of all processes together (started together), CPU µs per signature."""
+        start_at = time.time() + 0.05
+        for c in self.conns:
+            c.send((start_at, seconds))
+        res = [c.recv() for c in self.conns]
+        return {"rate": sum(r["rate"] for r in res),
+                "cpu_us": statistics.mean(r["cpu_us"] for r in res)}
+
+    def close(self) -> None:
+        for c in self.conns:
+            try:
+                c.send(None)
+            except OSError:
+                pass
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+
+    def __enter__(self) -> "RawSigners":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def raw_sign_processes(tmp: Path, key_id: bytes, seconds: float, procs: int = 2) -> dict:

@@ -39,6 +39,10 @@ def test_issuance_bench_prints_every_row(tmp_path):
         assert r["key"] == "p256" and r["value"] > 0, r
         assert not r.get("errors"), r
         if r["unit"] == "certs/s":
-            assert 0 < r["ratio"] < 1 and r["ref"] == "raw 2 processes"
+            assert 0 < r["ratio"] < 1 and r["ref"].startswith("raw 2 processes")
+        if r["case"].startswith("REST API batch"):  # raw rate around each of the 4 slices
+            assert r["ref"] == "raw 2 processes, around each of 4 slices", r
+            assert len(r["raw_refs"]) == 5 and all(x > 0 for x in r["raw_refs"]), r
+            assert len(r["slice_ratios"]) == 4, r
     table = proc.stdout[proc.stdout.index("| key | case |"):]
     assert all(f"| p256 | {c} |" in table for c in expected)
