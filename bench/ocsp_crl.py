@@ -521,6 +521,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, help="seconds per HTTP case (4 quick, 15 full)")
     ap.add_argument("--runs", type=int, help="repetitions per case (1 quick, 3 full)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--slices", type=int, help="nonce cases again in this many slices with the "
+                    "raw rate around each (bench/interleave.py; 4 quick, 8 full, 0 = off)")
+    ap.add_argument("--slice-seconds", type=float, help="seconds per slice (1.5 quick, 3 full)")
     ap.add_argument("--worker-class", choices=["sync", *WORKER_CLASSES], default="ocsp",
                     help="gunicorn worker: ocsp = crl.gunicorn_worker.OcspWorker (default), "
                          "gthread, sync")
@@ -558,6 +561,10 @@ def main() -> None:
     seconds = args.seconds or (4.0 if args.quick else 15.0)
     runs = args.runs or (1 if args.quick else 3)
     raw_seconds = 2.0 if args.quick else 5.0
+    if args.slices is None:
+        args.slices = 4 if args.quick else 8
+    args.slice_seconds = args.slice_seconds or (1.5 if args.quick else 3.0)
+    args.probe_seconds = 0.5 if args.quick else 1.0
     n_certs = args.certs or (2000 if args.quick else 20000)
     profile_dir = Path(args.profile) if args.profile else None
     Profiler.mode = args.profile_mode
@@ -629,6 +636,28 @@ def main() -> None:
             print("   top functions (own samples):")
             for k, v in res["profile"]["top_own"][:8]:
                 print(f"     {v:6.1%}  {k}")
+
+    def interleaved_nonce(port, server, bodies, nonce_at, c, rk, signer, what):
+        """The nonce case again in --slices slices of --slice-seconds, the raw rate of the same
+        signers (1 thread for c=1, --workers processes for c=16) measured before the first and
+        after every slice (bench/interleave.py): the ratio on a VM whose speed drifts."""
+        from bench.interleave import interleaved
+        procs = 1 if c == 1 else args.workers
+
+        def one_slice(i):
+            r = http_case(port, server, method="POST", paths=["/ocsp"], bodies=bodies,
+                          headers={"Content-Type": "application/ocsp-request"},
+                          concurrency=c, seconds=args.slice_seconds, runs=1, nonce_at=nonce_at)
+            return {"n": r["rps"] * args.slice_seconds, "seconds": args.slice_seconds,
+                    "errors": r["errors"]}
+        with RawSigners(tmp, signer.key.key_id, procs) as signers:
+            res = interleaved(one_slice, lambda: signers.measure(args.probe_seconds)["rate"],
+                              args.slices)
+        row(f"OCSP POST with nonce ({rk}, HSM per answer), c={c}",
+            f"ratio to raw {what}, measured around each of {args.slices} slices",
+            res["ratio"], "x", raw_refs=[round(x) for x in res["refs"]],
+            slice_ratios=[round(x, 4) for x in res["slice_ratios"]],
+            errors=sum(p["errors"] for p in res["parts"]))
 
     sample = random.Random(1).sample(serials, min(500, len(serials)))
     for idx, rk in enumerate(responder_keys):
@@ -711,6 +740,9 @@ def main() -> None:
                         after=after["rate"], cpu_us=bracket["cpu_us"])
                     http_rows(f"OCSP POST with nonce ({rk}, HSM per answer), c={c}", res,
                               bracket)
+                    if args.slices:
+                        interleaved_nonce(port, server, withnonce, nonce_at, c, rk, signer,
+                                          what)
         finally:
             server.terminate()
             server.wait(timeout=10)
