@@ -35,7 +35,23 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ocsp_crl import USER_PIN, hsm_config, make_token, raw_rate  # noqa: E402,F401
 from bench.interleave import interleaved  # noqa: E402
-from bench.ocsp_crl import RawSigners, raw_sign_processes  # noqa: E402
+from bench.ocsp_crl import Profiler, RawSigners, raw_sign_processes  # noqa: E402
+
+# Where a sampled stack of the API server is (--profile): the first label whose pattern is in
+# any frame wins, so the list goes from the most specific to the most general.
+ISSUANCE_BUCKETS = [
+    ("HSM sign (PKCS#11 + SoftHSM)", ("pkcs11", "hsm/keys.py", "hsm/pool.py")),
+    ("release check (check_signed)", ("check_signed",)),
+    ("CSR parse + proof of possession", ("parse_csr", "ca/csr.py")),
+    ("audit chain", ("ca/audit",)),
+    ("issue_batch: prepare", ("_prepare", "template.py", "builder.py", "lint.py")),
+    ("issue_batch: reserve/store", ("issue_batch",)),
+    ("approve-batch: claims, states", ("approval_batch.py", "approval.py")),
+    ("batch create: checks, inserts", ("requests.py", "v1_batch.py")),
+    ("SQL elsewhere (SQLAlchemy, sqlite3)", ("sqlalchemy", "sqlite3", "psycopg")),
+    ("Flask, JSON, auth", ("flask", "werkzeug", "json", "ra_portal")),
+    ("gunicorn, threads", ("gunicorn", "threading.py", "selectors.py", "socket.py")),
+]
 
 KEYS = {"rsa2048": ("rsa", "2048"), "rsa3072": ("rsa", "3072"), "p256": ("ec", "secp256r1")}
 
@@ -463,37 +479,38 @@ def bench_key(key: str, args, row, hsm_dir: Path) -> None:
 
         # warm-up (lint templates, key handles, connection pool), not measured
         core_run(svc, subs, make_csrs(min(20, args.count)), 1)
-        for clients in (1, args.clients):
+        for clients in (1, args.clients) if args.core else ():  # --no-core: API rows only
             res = [core_run(svc, subs, make_csrs(args.count), clients) for _ in range(args.runs)]
             best = statistics.median(r["rate"] for r in res)
             errs = sum(r["errors"] for r in res)
             row(key, f"core IssuanceService.issue, {clients} thread(s)", best, "certs/s",
                 ratio=best / ref, ref=ref_name, errors=errs,
                 first_error=next((r["first_error"] for r in res if r["first_error"]), None))
-        res = [core_batch_run(svc, subs, make_csrs(args.count), args.batch)
-               for _ in range(args.runs)]
-        rate = statistics.median(r["rate"] for r in res)
-        row(key, f"core issue_batch (batches of {args.batch}), 1 thread", rate, "certs/s",
-            ratio=rate / ref, ref=ref_name, errors=sum(r["errors"] for r in res),
-            first_error=next((r["first_error"] for r in res if r["first_error"]), None))
-        db_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-        for batch in (1, args.batch):
-            res = [core_procs_run(db_url, hsm_dir, f"http://127.0.0.1:{port}", subs,
-                                  make_csrs(args.count + args.procs), args.procs, batch)
+        if args.core:
+            res = [core_batch_run(svc, subs, make_csrs(args.count), args.batch)
                    for _ in range(args.runs)]
             rate = statistics.median(r["rate"] for r in res)
-            what = "issue" if batch == 1 else f"issue_batch ({batch})"
-            row(key, f"core {what}, {args.procs} processes", rate, "certs/s",
+            row(key, f"core issue_batch (batches of {args.batch}), 1 thread", rate, "certs/s",
                 ratio=rate / ref, ref=ref_name, errors=sum(r["errors"] for r in res),
                 first_error=next((r["first_error"] for r in res if r["first_error"]), None))
-        row(key, "core: peak RSS of the bench process", peak_rss_mib(), "MiB")
-        if args.memory and key == "rsa2048":
-            m = memory_run(svc, subs, args.memory, args.clients)
-            first, last = m["rss_samples"][0], m["rss_samples"][-1]
-            row(key, f"memory run: {m['n']:,} certs, RSS first→last sample", last - first,
-                "MiB", rate=m["rate"], rss_samples=m["rss_samples"])
-            row(key, f"memory run: {m['n']:,} certs, rate", m["rate"], "certs/s",
-                ratio=m["rate"] / ref, ref=ref_name)
+            db_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+            for batch in (1, args.batch):
+                res = [core_procs_run(db_url, hsm_dir, f"http://127.0.0.1:{port}", subs,
+                                      make_csrs(args.count + args.procs), args.procs, batch)
+                       for _ in range(args.runs)]
+                rate = statistics.median(r["rate"] for r in res)
+                what = "issue" if batch == 1 else f"issue_batch ({batch})"
+                row(key, f"core {what}, {args.procs} processes", rate, "certs/s",
+                    ratio=rate / ref, ref=ref_name, errors=sum(r["errors"] for r in res),
+                    first_error=next((r["first_error"] for r in res if r["first_error"]), None))
+            row(key, "core: peak RSS of the bench process", peak_rss_mib(), "MiB")
+            if args.memory and key == "rsa2048":
+                m = memory_run(svc, subs, args.memory, args.clients)
+                first, last = m["rss_samples"][0], m["rss_samples"][-1]
+                row(key, f"memory run: {m['n']:,} certs, RSS first→last sample", last - first,
+                    "MiB", rate=m["rate"], rss_samples=m["rss_samples"])
+                row(key, f"memory run: {m['n']:,} certs, rate", m["rate"], "certs/s",
+                    ratio=m["rate"] / ref, ref=ref_name)
 
         if args.api:
             ra_tok = create_token(svc.db, svc.clock, "ra.hanoi", actor="bench").token
@@ -526,6 +543,18 @@ def bench_key(key: str, args, row, hsm_dir: Path) -> None:
                             errors=r["errors"], first_error=r["first_error"],
                             p50_ms=r["p50_ms"], raw_mean=r["raw_mean"], raw_refs=r["refs"],
                             slice_ratios=r["slice_ratios"])
+                if args.profile:  # an extra, unmeasured run with py-spy on the workers
+                    prof = Profiler(Path(args.profile), server.pid, ISSUANCE_BUCKETS)
+                    with prof.case(f"issuance-api-batch-{key}"):
+                        api_batch_run(port, ra_tok, ap_tok, subs,
+                                      make_csrs(args.api_batch_count), args.clients,
+                                      args.api_batch)
+                    print(f"profile {key} ({prof.summary['samples']} samples, "
+                          f"{args.profile}/issuance-api-batch-{key}.txt):", flush=True)
+                    for label, share in prof.summary["buckets"].items():
+                        print(f"  {share:6.1%}  {label}", flush=True)
+                    for fn, share in prof.summary["top_own"][:8]:
+                        print(f"  own {share:6.1%}  {fn}", flush=True)
             finally:
                 server.terminate()
                 server.wait(timeout=20)
@@ -555,10 +584,11 @@ def parse_args(argv=None):
     ap.add_argument("--count", type=int, help="certificates per core run")
     ap.add_argument("--api-count", type=int, help="certificates per API run")
     ap.add_argument("--clients", type=int, default=4, help="N concurrent clients")
-    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    ap.add_argument("--workers", type=int, default=4,
+                    help="gunicorn workers (4: as `govca serve` on 2 CPUs, 2 per CPU)")
     ap.add_argument("--procs", type=int, default=2, help="worker processes of the core rows")
     ap.add_argument("--batch", type=int, default=50, help="requests per issue_batch call")
-    ap.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    ap.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     ap.add_argument("--api-batch", type=int, default=50,
                     help="requests per POST /requests/batch and /requests/approve-batch")
     ap.add_argument("--api-batch-count", type=int,
@@ -568,6 +598,11 @@ def parse_args(argv=None):
     ap.add_argument("--memory", type=int, help="certificates in the memory-flatness run "
                     "(full mode: 100000; 0 = off)")
     ap.add_argument("--no-api", dest="api", action="store_false")
+    ap.add_argument("--no-core", dest="core", action="store_false",
+                    help="skip the core rows (and the memory run): raw and API rows only")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="py-spy on the gunicorn workers during one extra, unmeasured API batch "
+                         "run per key (N clients); collapsed stacks in DIR and a summary")
     ap.add_argument("--json", help="write the rows here too")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)

@@ -376,9 +376,10 @@ PROFILE_BUCKETS = [
 ]
 
 
-def summarize_profile(raw: Path, top: int = 12) -> dict:
-    """Share of samples per bucket (inclusive of callees), and the top functions by own
-    samples, from py-spy's collapsed ('raw') output."""
+def summarize_profile(raw: Path, top: int = 12, buckets_of=None) -> dict:
+    """Share of samples per bucket (inclusive of callees; `buckets_of` defaults to
+    PROFILE_BUCKETS), and the top functions by own samples, from py-spy's collapsed ('raw')
+    output."""
     buckets: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
@@ -397,7 +398,7 @@ def summarize_profile(raw: Path, top: int = 12) -> dict:
         leaf = frames[-1] if frames else "?"
         own[leaf] = own.get(leaf, 0) + n
         name = "other"
-        for label, pats in PROFILE_BUCKETS:
+        for label, pats in (buckets_of or PROFILE_BUCKETS):
             if any(p in f for f in frames for p in pats):
                 name = label
                 break
@@ -420,8 +421,8 @@ class Profiler:
 
     mode = "gil"
 
-    def __init__(self, outdir: Path | None, master: int) -> None:
-        self.outdir, self.master, self.procs = outdir, master, []
+    def __init__(self, outdir: Path | None, master: int, buckets=None) -> None:
+        self.outdir, self.master, self.procs, self.buckets = outdir, master, [], buckets
 
     def __enter__(self):
         if self.outdir is None:
@@ -452,7 +453,7 @@ class Profiler:
         if self.outdir is not None:
             merged = self.outdir / f"{self.name}.txt"
             merged.write_text("".join(f.read_text() for f in self.files if f.exists()))
-            self.summary = summarize_profile(merged)
+            self.summary = summarize_profile(merged, buckets_of=self.buckets)
 
 
 def http_case(port: int, server, *, method, paths, bodies, headers, concurrency, seconds, runs,

@@ -237,7 +237,22 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
     return parsed
 
 
-def _parse_csr(data: bytes | str) -> ParsedCSR:
+def parse_stored_csr(data: bytes | str) -> ParsedCSR:
+    """A CSR the RA stored after parse_csr accepted it (ca.ra.requests.prepare is the only
+    writer of RaRequest.csr_pem): every check of parse_csr again except the signature, the
+    proof of possession already verified when the request was made. Re-verifying at issuance
+    would cost an ECDSA/RSA verification per certificate (on another worker than the one that
+    made the request, the memo below misses) and proves nothing more: whoever could swap a
+    stored CSR could sign the swapped one too. Memo hits are served as by parse_csr; a parse
+    made here is not kept, so parse_csr never returns an unverified result."""
+    if isinstance(data, (bytes, str)) and len(data) <= _MEMO_INPUT_MAX:
+        parsed = _memo.get(data)
+        if parsed is not None:
+            return parsed
+    return _parse_csr(data, check_signature=False)
+
+
+def _parse_csr(data: bytes | str, check_signature: bool = True) -> ParsedCSR:
     der = _to_der(data)
     _check_der(der)
     try:
@@ -255,7 +270,7 @@ def _parse_csr(data: bytes | str) -> ParsedCSR:
         raise BadCSR(f"the CSR is signed with {name}; SHA-256, SHA-384 or SHA-512 is required",
                      field="csr", code="csr_weak_hash")
     try:
-        valid = csr.is_signature_valid
+        valid = csr.is_signature_valid if check_signature else True
     except Exception:
         valid = False
     if not valid:

@@ -35,7 +35,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from ca import audit, serial as serials
 from ca.clock import Clock
-from ca.csr import check_csr_key, parse_csr
+from ca.csr import check_csr_key, parse_csr, parse_stored_csr
 from ca.errors import (CAError, Conflict, IntegrityError, InvalidInput, LintFailed, NotFound,
                        PolicyViolation)
 from ca.issuance.builder import CertificateContent, IssuerView, build
@@ -85,6 +85,9 @@ class IssueRequest:
     # Re-certify the public key of this earlier certificate of the same subscriber instead of
     # a CSR (a change of information when the key stays on the holder's token: reorganisations).
     reuse_key_serial: str | None = None
+    # The CSR is one the RA stored after checking it, its signature included
+    # (ca.csr.parse_stored_csr): issuance repeats every check but the proof of possession.
+    csr_stored: bool = False
 
 
 @dataclass(eq=False)
@@ -316,7 +319,7 @@ class IssuanceService:
                                   "(govca ca init-issuing), not by issuance", field="profile")
         # 1. CSR: encoding, signature, hash, CA rights (or the key of an earlier certificate).
         if req.reuse_key_serial is None:
-            return profile, parse_csr(req.csr)
+            return profile, (parse_stored_csr(req.csr) if req.csr_stored else parse_csr(req.csr))
         if req.csr is not None:
             raise InvalidInput("give either a CSR or the certificate whose key is re-certified, "
                                "not both", field="csr")

@@ -135,7 +135,8 @@ def _issue_request(request_id: int, data: dict, actor: str, ca_name: str) -> Iss
         reuse_key_serial=(data["target"] if kind == "change" and not data["csr"] else None),
         validity_days=(data["days"] or (1095 if kind == "renew" else None)),
         not_after=data["old_not_after"] if kind == "change" else None,
-        details={"request_id": request_id})
+        details={"request_id": request_id},
+        csr_stored=True)  # ca.ra.requests.prepare verified it before storing it
 
 
 def _revoke_replaced(db: Database, clock: Clock, request_id: int, data: dict, serial: str,
