@@ -43,7 +43,7 @@ def _replica_url() -> str:
 @pytest.fixture
 def replica(demo_snapshot):
     """The stand-in replica: its own PostgreSQL database with the demo rows and one extra RA
-    domain. Yields its URL."""
+    domain. Yields its URL; the database is dropped afterwards."""
     if BACKEND != "postgresql":
         pytest.skip("a read replica needs PostgreSQL (run with GOVCA_TEST_BACKEND=postgresql)")
     url = _replica_url()
@@ -64,6 +64,10 @@ def replica(demo_snapshot):
                                           created_at=dt.datetime.now(dt.timezone.utc)))
     yield url
     engine.dispose()
+    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")  # leave no database behind
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
 
 
 def _app(settings, clock, key_store, **changes):
