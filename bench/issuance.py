@@ -479,14 +479,16 @@ def bench_key(key: str, args, row, hsm_dir: Path) -> None:
 
         # warm-up (lint templates, key handles, connection pool), not measured
         core_run(svc, subs, make_csrs(min(20, args.count)), 1)
-        for clients in (1, args.clients) if args.core else ():  # --no-core: API rows only
-            res = [core_run(svc, subs, make_csrs(args.count), clients) for _ in range(args.runs)]
-            best = statistics.median(r["rate"] for r in res)
-            errs = sum(r["errors"] for r in res)
-            row(key, f"core IssuanceService.issue, {clients} thread(s)", best, "certs/s",
-                ratio=best / ref, ref=ref_name, errors=errs,
-                first_error=next((r["first_error"] for r in res if r["first_error"]), None))
-        if args.core:
+        if args.core:  # --no-core: raw and API rows only
+            for clients in (1, args.clients):
+                res = [core_run(svc, subs, make_csrs(args.count), clients)
+                       for _ in range(args.runs)]
+                best = statistics.median(r["rate"] for r in res)
+                errs = sum(r["errors"] for r in res)
+                row(key, f"core IssuanceService.issue, {clients} thread(s)", best, "certs/s",
+                    ratio=best / ref, ref=ref_name, errors=errs,
+                    first_error=next((r["first_error"] for r in res if r["first_error"]),
+                                     None))
             res = [core_batch_run(svc, subs, make_csrs(args.count), args.batch)
                    for _ in range(args.runs)]
             rate = statistics.median(r["rate"] for r in res)

@@ -380,6 +380,7 @@ def summarize_profile(raw: Path, top: int = 12, buckets_of=None) -> dict:
     """Share of samples per bucket (inclusive of callees; `buckets_of` defaults to
     PROFILE_BUCKETS), and the top functions by own samples, from py-spy's collapsed ('raw')
     output."""
+    labels = buckets_of or PROFILE_BUCKETS
     buckets: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
@@ -398,7 +399,7 @@ def summarize_profile(raw: Path, top: int = 12, buckets_of=None) -> dict:
         leaf = frames[-1] if frames else "?"
         own[leaf] = own.get(leaf, 0) + n
         name = "other"
-        for label, pats in (buckets_of or PROFILE_BUCKETS):
+        for label, pats in labels:
             if any(p in f for f in frames for p in pats):
                 name = label
                 break

@@ -212,8 +212,8 @@ def csr_to_pem(der: bytes) -> str:
 
 
 # parse_csr is a pure function of its input, and a request's CSR is parsed twice: when the
-# request is made (the RA refuses a bad CSR at once) and when it is issued (the CA checks the
-# PEM the RA stored). The last _MEMO_MAX successful parses of ordinary-sized inputs are kept
+# request is made (the RA refuses a bad CSR at once) and when it is issued (the CA reads the
+# PEM the RA stored, with parse_stored_csr). The last _MEMO_MAX successful parses of ordinary-sized inputs are kept
 # per process, under the input and under the stored PEM form, so the second parse is free when
 # both happen in one process (issue 8). Refusals are not kept.
 _MEMO_MAX = 2048
@@ -225,7 +225,7 @@ _memo_lock = threading.Lock()
 def parse_csr(data: bytes | str) -> ParsedCSR:
     """PEM or DER -> ParsedCSR. Refuses non-DER encodings, bad signatures, weak hashes and
     control characters in the subject. Key policy is checked separately (`check_csr_key`)."""
-    if not isinstance(data, (bytes, str)) or len(data) > _MEMO_INPUT_MAX:
+    if not _memoisable(data):
         return _parse_csr(data)  # not kept (or refused there, with the usual message)
     parsed = _memo.get(data)
     if parsed is None:
@@ -242,14 +242,15 @@ def parse_stored_csr(data: bytes | str) -> ParsedCSR:
     writer of RaRequest.csr_pem): every check of parse_csr again except the signature, the
     proof of possession already verified when the request was made. Re-verifying at issuance
     would cost an ECDSA/RSA verification per certificate (on another worker than the one that
-    made the request, the memo below misses) and proves nothing more: whoever could swap a
+    made the request, the memo above misses) and proves nothing more: whoever could swap a
     stored CSR could sign the swapped one too. Memo hits are served as by parse_csr; a parse
     made here is not kept, so parse_csr never returns an unverified result."""
-    if isinstance(data, (bytes, str)) and len(data) <= _MEMO_INPUT_MAX:
-        parsed = _memo.get(data)
-        if parsed is not None:
-            return parsed
-    return _parse_csr(data, check_signature=False)
+    parsed = _memo.get(data) if _memoisable(data) else None
+    return parsed if parsed is not None else _parse_csr(data, check_signature=False)
+
+
+def _memoisable(data) -> bool:
+    return isinstance(data, (bytes, str)) and len(data) <= _MEMO_INPUT_MAX
 
 
 def _parse_csr(data: bytes | str, check_signature: bool = True) -> ParsedCSR:
