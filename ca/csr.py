@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import threading
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ class ParsedCSR:
     key_spec: KeySpec
     spki_sha256: str
 
-    @property
-    def public_key(self):
+    @functools.cached_property
+    def public_key(self):  # built once: the RA's key checks and issuance each ask for it
         return self.csr.public_key()
 
 

@@ -129,6 +129,20 @@ def _built_name(data: SubjectData) -> x509.Name:
     return _build_name(data)
 
 
+def name_text(data: SubjectData) -> str:
+    """build_name(data).rfc4514_string(), kept like the name itself (the certificate row's
+    subject column)."""
+    try:
+        return _name_text(data)
+    except TypeError:  # unhashable: as build_name
+        return _build_name(data).rfc4514_string()
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_text(data: SubjectData) -> str:
+    return _built_name(data).rfc4514_string()
+
+
 def _build_name(data: SubjectData) -> x509.Name:
     d = data.cleaned()
     rdns = [x509.NameAttribute(NameOID.COUNTRY_NAME, d.country)]

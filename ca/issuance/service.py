@@ -43,7 +43,7 @@ from ca.issuance.lint import GATE, der_tlv, value_findings
 from ca.issuance.signing import check_signed, lint_key, sign_options
 from ca.issuance.template import TEMPLATES, san_values
 from ca.keys import KeySpec, describe
-from ca.names import SubjectData, build_name, clean_dns_name, clean_email
+from ca.names import SubjectData, build_name, clean_dns_name, clean_email, name_text
 from ca.ports import KeyStore
 from ca.profiles.model import Profile
 from ca.store.database import Database, next_ids
@@ -353,7 +353,7 @@ class IssuanceService:
             raise InvalidInput("a TLS server certificate needs at least one DNS name",
                                field="dns_names")
         return _Prepared(req=req, profile=profile, now=now, name=name,
-                         subject_text=name.rfc4514_string(), public_key=parsed.public_key,
+                         subject_text=name_text(subject), public_key=parsed.public_key,
                          spki_sha256=parsed.spki_sha256, email=email, dns=dns,
                          not_after=not_after, subscriber_id=subscriber_id, domain_id=domain_id,
                          org_version_id=org_version_id, issuer=issuer, ca_spec=ca_spec,

@@ -92,3 +92,14 @@ def test_email_and_dns_must_be_ascii():
     with pytest.raises(InvalidInput) as exc:
         clean_dns_name("bộ.gov.vn")
     assert exc.value.code == "not_ascii" and "A-label" in exc.value.message
+
+
+def test_name_text_is_the_rfc4514_text_of_the_built_name():
+    from ca.names import name_text
+    data = SubjectData(common_name="Nguyễn Thị Ánh Tuyết", locality="Hà Nội",
+                       organization="Sở Nội vụ", organizational_units=("Phòng Tổ chức",))
+    assert name_text(data) == build_name(data).rfc4514_string()
+    assert "CN=Nguyễn Thị Ánh Tuyết" in name_text(data)
+    assert name_text(data) is name_text(data)  # kept
+    unhashable = SubjectData(common_name="Lê Văn A", organizational_units=["Phòng 1"])
+    assert name_text(unhashable) == build_name(unhashable).rfc4514_string()
