@@ -127,6 +127,15 @@ class Scope:
             raise NotFound(f"no subscriber with id {subscriber_id}", field="subscriber_id")
         return sub
 
+    def subscribers_by_id(self, ids) -> dict[int, Subscriber]:
+        """The subscribers among `ids` that are in scope, in one query (a batch's look-ups);
+        an id that is missing or out of scope is simply absent, for subscriber() to refuse."""
+        wanted = sorted({i for i in ids if type(i) is int and _fits(i)})
+        if not wanted:
+            return {}
+        return {sub.id: sub for sub in self.session.execute(select(Subscriber).where(
+            Subscriber.id.in_(wanted), self.subscribers())).scalars()}
+
     def request(self, request_id: int) -> RaRequest:
         q = select(RaRequest).where(RaRequest.id == request_id, self.requests())
         row = self.session.execute(q).scalar_one_or_none() if _fits(request_id) else None

@@ -15,6 +15,7 @@ import base64
 from ca.errors import CAError, InvalidInput
 from ca.ra import approval_batch
 from ca.ra import requests as ra_requests
+from ca.ra.scope import Scope
 from ca.ra.subscribers import require_active_domain
 from ra_portal import services
 from ra_portal.api import STATUS, bp, caller, json_body, only_fields
@@ -84,6 +85,9 @@ def create_requests_batch():
     def prepare_all(s) -> None:
         require_active_domain(s, who)
         shared: dict = {"domain_active": True}
+        # The batch's subscribers in one query; prepare() looks up any other id itself.
+        found = Scope(s, who).subscribers_by_id(item.get("subscriber_id") for item in items)
+        shared.update({("subscriber", sid): sub for sid, sub in found.items()})
         with s.no_autoflush:  # the good items are written together by store()
             for i, item in enumerate(items):
                 if "submit" not in item:

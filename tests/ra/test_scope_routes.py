@@ -153,3 +153,19 @@ def test_central_operator_sees_both_provinces(api_as, hanoi_objects):
     assert {"hanoi", "quangninh"} <= domains
     st, body = api_as("auditor").get(f"/api/v1/requests/{hanoi_objects['request_id']}")
     assert st == 200
+
+
+def test_batch_lookup_of_subscribers_keeps_to_the_scope(db, caller_of):
+    """Scope.subscribers_by_id (the batch create's one query) returns exactly what
+    Scope.subscriber would return one by one: another province's and missing ids are absent."""
+    from ca.ra.scope import Scope
+    hanoi = [staff_id(db, "staff.hanoi.1"), staff_id(db, "staff.hanoi.2")]
+    other = staff_id(db, "staff.quangninh.1")
+    with db.read() as s:
+        found = Scope(s, caller_of("ra.hanoi")).subscribers_by_id(
+            [*hanoi, other, 999999, 2**40, True, "12", None, hanoi[0]])
+        assert sorted(found) == sorted(hanoi)
+        assert all(found[i].id == i for i in hanoi)
+        assert Scope(s, caller_of("ra.hanoi")).subscribers_by_id([]) == {}
+        assert set(Scope(s, caller_of("ra.quangninh")).subscribers_by_id([*hanoi, other])) \
+            == {other}
