@@ -23,6 +23,10 @@ class Settings:
     # GOVCA_OCSP_REPLICA_MAX_LAG: OCSP status reads may use the replica while it lags less than
     # this; unset (the default): OCSP reads the primary only.
     ocsp_replica_max_lag: float | None = None
+    # GOVCA_SIGN_THREADS: threads in which a worker has a batch's certificates signed (the
+    # approve-batch API). 1: several worker processes share the CPUs (govca serve), and a second
+    # thread only adds GIL hand-overs (docs/performance-issuance.md §2d).
+    sign_threads: int = 1
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -40,7 +44,8 @@ class Settings:
             listen=env.get("GOVCA_LISTEN", "127.0.0.1:8080"),
             profiles_file=Path(env.get("GOVCA_PROFILES_FILE", instance / "profiles.json")),
             hsm=hsm, read_database_url=read_database_url(env, db_url),
-            read_max_lag=read_max_lag(env), ocsp_replica_max_lag=ocsp_replica_max_lag(env))
+            read_max_lag=read_max_lag(env), ocsp_replica_max_lag=ocsp_replica_max_lag(env),
+            sign_threads=sign_threads(env))
 
     def secret_key(self) -> str:
         """The Flask secret key, generated into the instance on first use (mode 0600)."""
@@ -116,4 +121,17 @@ def ocsp_replica_max_lag(env: dict[str, str]) -> float | None:
     if not (env.get("GOVCA_READ_DATABASE_URL") or "").strip():
         raise ConfigurationError("GOVCA_OCSP_REPLICA_MAX_LAG needs a replica "
                                  "(GOVCA_READ_DATABASE_URL)", field="GOVCA_OCSP_REPLICA_MAX_LAG")
+    return value
+
+
+def sign_threads(env: dict[str, str]) -> int:
+    from ca.errors import ConfigurationError
+    raw = (env.get("GOVCA_SIGN_THREADS") or "1").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 16:
+        raise ConfigurationError("GOVCA_SIGN_THREADS must be a whole number from 1 to 16",
+                                 field="GOVCA_SIGN_THREADS")
     return value

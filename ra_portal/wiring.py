@@ -62,8 +62,10 @@ class Services:
             return self._sealer
 
     def issuance(self) -> IssuanceService:
-        return IssuanceService(self.db, self.keys, self.clock, self.profiles,
-                               self.settings.base_url, fault=_fault_from_env())
+        service = IssuanceService(self.db, self.keys, self.clock, self.profiles,
+                                  self.settings.base_url, fault=_fault_from_env())
+        service.sign_threads = self.settings.sign_threads
+        return service
 
     def ceremony(self, actor: str = "operator:cli") -> Ceremony:
         return Ceremony(self.db, self.keys, self.clock, self.settings.base_url, actor=actor)

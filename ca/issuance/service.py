@@ -168,7 +168,9 @@ class IssuanceService:
                  base_url: str, fault: Fault = _no_fault) -> None:
         self.db, self.keys, self.clock = db, keys, clock
         self.profiles, self.base_url, self.fault = profiles, base_url.rstrip("/"), fault
-        self.sign_threads = 2  # issue_batch: HSM signatures in this many threads
+        # issue_batch: HSM signatures in this many threads (2 suits one process alone; the web
+        # wiring sets GOVCA_SIGN_THREADS, 1 by default, for workers that share the CPUs).
+        self.sign_threads = 2
 
     # -- helpers ---------------------------------------------------------------------------
     def profile(self, name: str) -> Profile:
