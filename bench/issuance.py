@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ocsp_crl import USER_PIN, hsm_config, make_token, raw_rate  # noqa: E402,F401
 from bench.interleave import interleaved  # noqa: E402
-from bench.ocsp_crl import Profiler, RawSigners, raw_sign_processes  # noqa: E402
+from bench.ocsp_crl import (Profiler, RawSigners, children_cpu, cpu_seconds,  # noqa: E402
+                             raw_sign_processes, worker_pids)
 
 # Where a sampled stack of the API server is (--profile): the first label whose pattern is in
 # any frame wins, so the list goes from the most specific to the most general.
@@ -436,21 +437,33 @@ def api_batch_run(port, ra_token, approver_token, subs, csrs, clients: int, batc
 
 
 def api_batch_interleaved(port, ra_token, approver_token, subs, csrs, clients: int, batch: int,
-                          probe, slices: int) -> dict:
+                          probe, slices: int, server_pid: int | None = None) -> dict:
     """api_batch_run() in `slices` slices with the raw rate measured around each
-    (bench/interleave.py); rate, ratio to raw, errors, p50 over all slices."""
+    (bench/interleave.py); rate, ratio to raw, errors, p50 over all slices, and the gunicorn
+    workers' CPU time per certificate (user + system, the HSM's signing included: SoftHSM runs
+    in the workers), a figure the VM's swings move far less than the rate."""
     size = -(-len(csrs) // slices)
-    res = interleaved(lambda i: api_batch_run(port, ra_token, approver_token, subs,
-                                              csrs[i * size:(i + 1) * size], clients, batch),
-                      probe, slices)
+    workers = worker_pids(server_pid) if server_pid else []
+
+    def part(i):
+        cpu0, client0 = cpu_seconds(workers), children_cpu()
+        r = api_batch_run(port, ra_token, approver_token, subs, csrs[i * size:(i + 1) * size],
+                          clients, batch)  # its client processes are joined: in children_cpu
+        r["server_cpu"], r["client_cpu"] = cpu_seconds(workers) - cpu0, children_cpu() - client0
+        return r
+    res = interleaved(part, probe, slices)
     parts = res["parts"]
+    done = sum(r["n"] for r in parts)
     lat = sorted(x for r in parts for x in r["latencies"])
     return {"rate": res["rate"], "ratio": res["ratio"], "raw_mean": res["raw_mean"],
             "refs": [round(r) for r in res["refs"]],
             "slice_ratios": [round(r, 4) for r in res["slice_ratios"]],
             "errors": sum(r["errors"] for r in parts),
             "first_error": next((r["first_error"] for r in parts if r["first_error"]), None),
-            "p50_ms": 1000 * statistics.median(lat) if lat else None}
+            "p50_ms": 1000 * statistics.median(lat) if lat else None,
+            "server_cpu_us": 1e6 * sum(r["server_cpu"] for r in parts) / done
+            if workers and done else None,
+            "client_cpu_us": 1e6 * sum(r["client_cpu"] for r in parts) / done if done else None}
 
 
 # --- one key type -----------------------------------------------------------------------------
@@ -538,13 +551,19 @@ def bench_key(key: str, args, row, hsm_dir: Path) -> None:
                     for clients in (1, args.clients):
                         r = api_batch_interleaved(
                             port, ra_tok, ap_tok, subs, make_csrs(args.api_batch_count),
-                            clients, args.api_batch, probe, args.slices)
+                            clients, args.api_batch, probe, args.slices, server.pid)
                         row(key, f"REST API batch create+approve (batches of {args.api_batch}), "
                             f"{clients} client(s)", r["rate"], "certs/s", ratio=r["ratio"],
                             ref=f"{ref_name}, around each of {args.slices} slices",
                             errors=r["errors"], first_error=r["first_error"],
                             p50_ms=r["p50_ms"], raw_mean=r["raw_mean"], raw_refs=r["refs"],
                             slice_ratios=r["slice_ratios"])
+                        if r["server_cpu_us"] is not None:
+                            row(key, f"REST API batch, {clients} client(s): server CPU per "
+                                f"certificate (HSM signature included)", r["server_cpu_us"],
+                                "µs")
+                            row(key, f"REST API batch, {clients} client(s): client CPU per "
+                                f"certificate", r["client_cpu_us"], "µs")
                 if args.profile:  # an extra, unmeasured run with py-spy on the workers
                     prof = Profiler(Path(args.profile), server.pid, ISSUANCE_BUCKETS)
                     with prof.case(f"issuance-api-batch-{key}"):
