@@ -214,9 +214,9 @@ def csr_to_pem(der: bytes) -> str:
 
 # parse_csr is a pure function of its input, and a request's CSR is parsed twice: when the
 # request is made (the RA refuses a bad CSR at once) and when it is issued (the CA reads the
-# PEM the RA stored, with parse_stored_csr). The last _MEMO_MAX successful parses of ordinary-sized inputs are kept
-# per process, under the input and under the stored PEM form, so the second parse is free when
-# both happen in one process (issue 8). Refusals are not kept.
+# PEM the RA stored, with parse_stored_csr). The last _MEMO_MAX successful parses of
+# ordinary-sized inputs are kept per process, under the input and under the stored PEM form, so
+# the second parse is free when both happen in one process (issue 8). Refusals are not kept.
 _MEMO_MAX = 2048
 _MEMO_INPUT_MAX = 8192  # bytes or characters: at most 16 MiB kept
 _memo: dict[bytes | str, ParsedCSR] = {}

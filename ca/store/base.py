@@ -18,6 +18,13 @@ NAMING_CONVENTION = {
 }
 
 
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    """The same instant in UTC; a naive datetime is refused (its zone is unknown)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime refused by UTCDateTime: {value!r}")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator):
     """Aware-UTC datetimes on every backend. SQLite drops the zone: restore it on the way
     out; refuse naive values on the way in."""
@@ -28,9 +35,7 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: dt.datetime | None, dialect):  # type: ignore[override]
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime refused by UTCDateTime: {value!r}")
-        value = value.astimezone(UTC)
+        value = _as_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -46,11 +51,7 @@ class UTCDateTime(TypeDecorator):
         def process(value):
             if value is None:
                 return None
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise ValueError(f"naive datetime refused by UTCDateTime: {value!r}")
-            if value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return _as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
         return process
 
     def process_result_value(self, value: dt.datetime | None, dialect):  # type: ignore[override]
