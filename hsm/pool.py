@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import queue
+import random
 import threading
 import time
 import weakref
@@ -47,10 +48,28 @@ FATAL = (p11e.DeviceRemoved, p11e.DeviceError, p11e.TokenNotPresent, p11e.TokenN
          p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid)
 UNAVAILABLE = FATAL + (p11e.NoSuchToken, p11e.PKCS11Error)
 RETRY_AFTER = 3  # seconds a client is told to wait (HTTP Retry-After) while the HSM is down
+# A login that fails because the module could not see the token or its login failed is tried
+# again at once, after a re-initialisation, up to this many times in all and for at most
+# LOGIN_RETRY_WINDOW seconds, before the HSM is reported unavailable: SoftHSM's file store sometimes shows no token, or
+# fails a login with CKR_GENERAL_ERROR, to a process while other processes log in to the same
+# token (gunicorn's workers at their first requests; softhsm/SoftHSMv2#757,
+# tests/hsm/test_parallel_login.py). A wrong or locked PIN is never tried again.
+LOGIN_ATTEMPTS = 4
+LOGIN_RETRY_DELAY = (0.005, 0.03)  # seconds, random, times the attempt number
+LOGIN_RETRY_WINDOW = 0.5  # no new attempt after this (a re-initialisation may wait for sessions)
 
 
 def _unavailable(message: str) -> HsmUnavailable:
     return HsmUnavailable(message, retry_after=RETRY_AFTER)
+
+
+class _ModuleFailed(HsmUnavailable):
+    """A login that failed in the module (no token seen, CKR_GENERAL_ERROR, ...), not a refusal
+    by the token (wrong or locked PIN): worth another attempt (LOGIN_ATTEMPTS)."""
+
+
+def _module_failed(message: str) -> HsmUnavailable:
+    return _ModuleFailed(message, retry_after=RETRY_AFTER)
 
 
 class PooledSession:
@@ -130,6 +149,21 @@ class SessionPool:
         return token
 
     def _login(self) -> pkcs11.Token:
+        """_login_once(), tried again (after a re-initialisation of the module) when the module
+        failed rather than the token refused; see LOGIN_ATTEMPTS."""
+        attempt, give_up = 1, time.monotonic() + LOGIN_RETRY_WINDOW
+        while True:
+            try:
+                return self._login_once()
+            except _ModuleFailed as exc:
+                if attempt >= LOGIN_ATTEMPTS or time.monotonic() >= give_up:
+                    raise
+                log.info("HSM login attempt %d of %d failed (%s); trying again", attempt,
+                         LOGIN_ATTEMPTS, exc.message)
+            time.sleep(random.uniform(*LOGIN_RETRY_DELAY) * attempt)
+            attempt += 1
+
+    def _login_once(self) -> pkcs11.Token:
         self.config.apply_environment()
         if self._needs_reinit:
             # Sessions of this pool are gone; re-initialise unless another pool just did.
@@ -140,13 +174,13 @@ class SessionPool:
             token = lib.get_token(token_label=self.config.token_label)
         except p11e.NoSuchToken:
             self._needs_reinit = True  # a module rescans its slots only in C_Initialize
-            raise _unavailable(f"no token labelled {self.config.token_label!r} in "
-                               f"{self.config.module}") from None
+            raise _module_failed(f"no token labelled {self.config.token_label!r} in "
+                                 f"{self.config.module}") from None
         except UNAVAILABLE as exc:
             self._needs_reinit = True
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise _unavailable(f"the PKCS#11 module {self.config.module} cannot be used "
-                               f"({detail})") from None
+            raise _module_failed(f"the PKCS#11 module {self.config.module} cannot be used "
+                                 f"({detail})") from None
         try:
             pin = self.config.read_pin()
         except HsmConfigError as exc:
@@ -162,7 +196,7 @@ class SessionPool:
             raise _unavailable("the token's user PIN is locked") from None
         except UNAVAILABLE as exc:
             self._needs_reinit = True
-            raise _unavailable(f"cannot log in to the token: {type(exc).__name__}") from None
+            raise _module_failed(f"cannot log in to the token: {type(exc).__name__}") from None
         self._token, self._anchor = token, anchor
         return token
 
