@@ -287,7 +287,13 @@ def memory_run(svc, subscriber_ids: list[int], total: int, threads: int,
 
 
 # --- REST API under gunicorn ------------------------------------------------------------------
-def start_server(tmp: Path, port: int, workers: int, threads: int, hsm_dir: Path):
+def start_server(tmp: Path, port: int, workers: int, threads: int, hsm_dir: Path,
+                 worker_class: str = "sync"):
+    """gunicorn as `govca serve` runs it: `sync` workers, each serving one request at a time
+    and closing the connection after it, so that every request goes to a worker that is free.
+    `gthread` (with `threads` threads and keep-alive) to compare: a kept-alive connection stays
+    with the worker that accepted it, and the clients' connections, opened together, land on
+    the workers unevenly (docs/performance-issuance.md §2e)."""
     env = dict(os.environ, GOVCA_INSTANCE=str(tmp),
                GOVCA_DATABASE_URL=f"sqlite:///{tmp / 'bench.sqlite3'}",
                GOVCA_PKCS11_TOKEN="bench", GOVCA_PKCS11_PIN_FILE=str(hsm_dir / "pin"),
@@ -296,8 +302,10 @@ def start_server(tmp: Path, port: int, workers: int, threads: int, hsm_dir: Path
                GOVCA_SECRET_KEY_FILE=str(tmp / "secret"))
     env.pop("GOVCA_SCHEDULER", None)
     cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-           str(workers), "--worker-class", "gthread", "--threads", str(threads),
-           "--keep-alive", "30", "--chdir", str(ROOT), "--log-level", "warning", "wsgi:app"]
+           str(workers), "--worker-class", worker_class]
+    if worker_class == "gthread":
+        cmd += ["--threads", str(threads), "--keep-alive", "30"]
+    cmd += ["--chdir", str(ROOT), "--log-level", "warning", "wsgi:app"]
     proc = subprocess_popen(cmd, env, tmp / "server.log")
     import urllib.request
     for _ in range(200):
@@ -531,7 +539,11 @@ def bench_key(key: str, args, row, hsm_dir: Path) -> None:
             ra_tok = create_token(svc.db, svc.clock, "ra.hanoi", actor="bench").token
             ap_tok = create_token(svc.db, svc.clock, "approver.hanoi", actor="bench").token
             svc.close()
-            server = start_server(tmp, port, args.workers, args.threads, hsm_dir)
+            server = start_server(tmp, port, args.workers, args.threads, hsm_dir,
+                                  args.worker_class)
+            print(f"{key}: gunicorn {args.workers} {args.worker_class} workers"
+                  + (f" x {args.threads} threads, keep-alive" if args.worker_class == "gthread"
+                     else " (as `govca serve`)"), flush=True)
             try:
                 api_run(port, ra_tok, ap_tok, subs, make_csrs(min(10, args.count)), 1)  # warm
                 for clients in (1, args.clients):
@@ -609,7 +621,11 @@ def parse_args(argv=None):
                     help="gunicorn workers (4: as `govca serve` on 2 CPUs, 2 per CPU)")
     ap.add_argument("--procs", type=int, default=2, help="worker processes of the core rows")
     ap.add_argument("--batch", type=int, default=50, help="requests per issue_batch call")
-    ap.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    ap.add_argument("--worker-class", choices=["sync", "gthread"], default=None,
+                    help="gunicorn worker class: sync (as `govca serve`; the default) or "
+                         "gthread (keep-alive, --threads threads; the default when --threads > 1)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="gunicorn threads per worker (gthread only)")
     ap.add_argument("--api-batch", type=int, default=50,
                     help="requests per POST /requests/batch and /requests/approve-batch")
     ap.add_argument("--api-batch-count", type=int,
@@ -627,6 +643,10 @@ def parse_args(argv=None):
     ap.add_argument("--json", help="write the rows here too")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
+    if args.worker_class is None:
+        args.worker_class = "gthread" if args.threads > 1 else "sync"
+    elif args.worker_class == "sync" and args.threads > 1:
+        ap.error("--threads applies to --worker-class gthread (gunicorn would switch to it)")
     args.runs = 1 if args.quick else 3
     args.count = args.count or (300 if args.quick else 2000)
     args.api_count = args.api_count or (200 if args.quick else 1000)
