@@ -49,11 +49,12 @@ FATAL = (p11e.DeviceRemoved, p11e.DeviceError, p11e.TokenNotPresent, p11e.TokenN
 UNAVAILABLE = FATAL + (p11e.NoSuchToken, p11e.PKCS11Error)
 RETRY_AFTER = 3  # seconds a client is told to wait (HTTP Retry-After) while the HSM is down
 # A login that fails because the module could not see the token or its login failed is tried
-# again at once, after a re-initialisation, up to this many times in all and for at most
-# LOGIN_RETRY_WINDOW seconds, before the HSM is reported unavailable: SoftHSM's file store sometimes shows no token, or
-# fails a login with CKR_GENERAL_ERROR, to a process while other processes log in to the same
-# token (gunicorn's workers at their first requests; softhsm/SoftHSMv2#757,
-# tests/hsm/test_parallel_login.py). A wrong or locked PIN is never tried again.
+# again at once, after a re-initialisation, up to LOGIN_ATTEMPTS times in all and for at most
+# LOGIN_RETRY_WINDOW seconds, before the HSM is reported unavailable: SoftHSM's file store
+# sometimes shows no token, or fails a login with CKR_GENERAL_ERROR, to a process while other
+# processes log in to the same token (gunicorn's workers at their first requests;
+# softhsm/SoftHSMv2#757, tests/hsm/test_parallel_login.py). A wrong or locked PIN is never
+# tried again.
 LOGIN_ATTEMPTS = 4
 LOGIN_RETRY_DELAY = (0.005, 0.03)  # seconds, random, times the attempt number
 LOGIN_RETRY_WINDOW = 0.5  # no new attempt after this (a re-initialisation may wait for sessions)
