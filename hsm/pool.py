@@ -60,17 +60,13 @@ LOGIN_RETRY_DELAY = (0.005, 0.03)  # seconds, random, times the attempt number
 LOGIN_RETRY_WINDOW = 0.5  # no new attempt after this (a re-initialisation may wait for sessions)
 
 
-def _unavailable(message: str) -> HsmUnavailable:
-    return HsmUnavailable(message, retry_after=RETRY_AFTER)
-
-
 class _ModuleFailed(HsmUnavailable):
     """A login that failed in the module (no token seen, CKR_GENERAL_ERROR, ...), not a refusal
     by the token (wrong or locked PIN): worth another attempt (LOGIN_ATTEMPTS)."""
 
 
-def _module_failed(message: str) -> HsmUnavailable:
-    return _ModuleFailed(message, retry_after=RETRY_AFTER)
+def _unavailable(message: str, kind: type[HsmUnavailable] = HsmUnavailable) -> HsmUnavailable:
+    return kind(message, retry_after=RETRY_AFTER)
 
 
 class PooledSession:
@@ -175,13 +171,13 @@ class SessionPool:
             token = lib.get_token(token_label=self.config.token_label)
         except p11e.NoSuchToken:
             self._needs_reinit = True  # a module rescans its slots only in C_Initialize
-            raise _module_failed(f"no token labelled {self.config.token_label!r} in "
-                                 f"{self.config.module}") from None
+            raise _unavailable(f"no token labelled {self.config.token_label!r} in "
+                               f"{self.config.module}", _ModuleFailed) from None
         except UNAVAILABLE as exc:
             self._needs_reinit = True
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise _module_failed(f"the PKCS#11 module {self.config.module} cannot be used "
-                                 f"({detail})") from None
+            raise _unavailable(f"the PKCS#11 module {self.config.module} cannot be used "
+                               f"({detail})", _ModuleFailed) from None
         try:
             pin = self.config.read_pin()
         except HsmConfigError as exc:
@@ -197,7 +193,8 @@ class SessionPool:
             raise _unavailable("the token's user PIN is locked") from None
         except UNAVAILABLE as exc:
             self._needs_reinit = True
-            raise _module_failed(f"cannot log in to the token: {type(exc).__name__}") from None
+            raise _unavailable(f"cannot log in to the token: {type(exc).__name__}",
+                               _ModuleFailed) from None
         self._token, self._anchor = token, anchor
         return token
 

@@ -21,7 +21,7 @@ from hsm.pool import SessionPool
 CHILDREN, ROUNDS = 4, 60
 
 
-def _login_once(config, conn) -> None:
+def _first_login(config, conn) -> None:
     """In a freshly forked child: log in as a gunicorn worker does at its first request."""
     try:
         pool = SessionPool(config)
@@ -44,7 +44,7 @@ def test_parallel_first_logins_never_fail(hsm_config):
         pipes, procs = [], []
         for _ in range(CHILDREN):
             parent, child = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_login_once, args=(hsm_config, child))
+            p = ctx.Process(target=_first_login, args=(hsm_config, child))
             p.start()
             child.close()
             pipes.append(parent)
