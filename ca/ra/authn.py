@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ca import audit
 from ca.clock import Clock
@@ -148,26 +148,32 @@ def revoke_token(db: Database, clock: Clock, token_id: int, *, actor: str) -> No
                      domain_id=row.user.domain_id, details={"token_id": token_id})
 
 
+# The token check runs on every API call: one prepared Core statement (the unique token_hash
+# joined to its user, plain columns) on a pooled read connection, without an ORM session.
+_TOKENS, _USERS = ApiToken.__table__, RaUser.__table__
+_BY_DIGEST = (select(_TOKENS.c.id, _TOKENS.c.revoked_at, _TOKENS.c.expires_at,
+                     _TOKENS.c.last_used_at, _USERS.c.active, _USERS.c.username, _USERS.c.role,
+                     _USERS.c.id.label("user_id"), _USERS.c.domain_id,
+                     _USERS.c.organization_id, _USERS.c.subscriber_id)
+              .join_from(_TOKENS, _USERS, _USERS.c.id == _TOKENS.c.user_id)
+              .where(_TOKENS.c.token_hash == bindparam("digest")))
+
+
 def caller_for_token(db: Database, clock: Clock, token: str) -> Caller | None:
     """The Caller a bearer token stands for, or None (unknown, revoked, expired, user off).
 
-    One indexed query (the unique token_hash joined to its user, plain columns: no ORM
-    objects, no lazy load); the last-use time is written at most every 5 minutes. Nothing is
-    cached, so a revoked token or a deactivated user is refused on the very next call."""
+    One indexed query (`_BY_DIGEST`); the last-use time is written at most every 5 minutes.
+    Nothing is cached, so a revoked token or a deactivated user is refused on the very next
+    call."""
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     now = clock.now()
-    with db.read() as s:  # beside the SQLite writer, not behind it
-        row = s.execute(select(
-            ApiToken.id, ApiToken.revoked_at, ApiToken.expires_at, ApiToken.last_used_at,
-            RaUser.active, RaUser.username, RaUser.role, RaUser.id.label("user_id"),
-            RaUser.domain_id, RaUser.organization_id, RaUser.subscriber_id)
-            .join(RaUser, RaUser.id == ApiToken.user_id)
-            .where(ApiToken.token_hash == token_digest(token))).first()
-        if row is None or row.revoked_at is not None or not row.active:
-            return None
-        if row.expires_at is not None and row.expires_at <= now:
-            return None
+    with db.read_connection() as conn:  # beside the SQLite writer, not behind it
+        row = conn.execute(_BY_DIGEST, {"digest": token_digest(token)}).first()
+    if row is None or row.revoked_at is not None or not row.active:
+        return None
+    if row.expires_at is not None and row.expires_at <= now:
+        return None
     if row.last_used_at is None or (now - row.last_used_at) > dt.timedelta(minutes=5):
         with db.transaction() as s:
             s.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))

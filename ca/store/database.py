@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -249,6 +249,16 @@ class Database:
         else:
             with self.read_transaction(replica=False) as s:
                 yield s
+
+    @contextlib.contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A Core connection for a plain read on the primary, with what `read()` promises (on
+        a SQLite file the query-only reader beside the writer; elsewhere the primary) but
+        without an ORM session around it: for the hot paths that run one prepared statement
+        per request (the API token check). The transaction ends with the block."""
+        engine = self.engine if self._gate is None else self._primary_reader()
+        with engine.connect() as conn:
+            yield conn
 
     # -- reads that tolerate replication lag ------------------------------------------------
     @contextlib.contextmanager
