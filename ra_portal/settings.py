@@ -48,15 +48,33 @@ class Settings:
             sign_threads=sign_threads(env))
 
     def secret_key(self) -> str:
-        """The Flask secret key, generated into the instance on first use (mode 0600)."""
+        """The Flask secret key, generated into the instance on first use (mode 0600).
+
+        gunicorn's workers start at the same moment and each asks for the key, so the first
+        start of an instance is a race: the key is written whole to a file of its own and then
+        hard-linked to its name, which succeeds for one process only and never shows a
+        half-written file; every other process reads the key that won."""
         path = self.secret_key_file
-        if path.exists():
-            return path.read_text("utf-8").strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass  # a sibling worker made it first: its key is the instance's
+            finally:
+                os.unlink(tmp)
+        key = path.read_text("utf-8").strip()
+        if not key:
+            from ca.errors import ConfigurationError
+            raise ConfigurationError(f"the secret key file {path} is empty: delete it to have "
+                                     f"a new key generated", field="GOVCA_SECRET_KEY_FILE")
         return key
 
 
