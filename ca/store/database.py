@@ -256,8 +256,7 @@ class Database:
         a SQLite file the query-only reader beside the writer; elsewhere the primary) but
         without an ORM session around it: for the hot paths that run one prepared statement
         per request (the API token check). The transaction ends with the block."""
-        engine = self.engine if self._gate is None else self._primary_reader()
-        with engine.connect() as conn:
+        with self._primary_reader().connect() as conn:
             yield conn
 
     # -- reads that tolerate replication lag ------------------------------------------------
