@@ -1,17 +1,18 @@
-"""Revocation: one conditional UPDATE and one audit event in one transaction."""
+"""Revocation: one conditional UPDATE and one audit event per certificate, in one transaction
+(revoke) or several in one (revoke_many)."""
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from ca import audit, serial as serials
 from ca.clock import Clock, require_aware
-from ca.errors import Conflict, InvalidInput, NotFound
+from ca.errors import CAError, Conflict, InvalidInput, NotFound
 from ca.store.database import Database
-from ca.store.models import Certificate, CertificateAuthority
+from ca.store.models import Certificate, CertificateAuthority, Subscriber
 from ca.store.models_crl import OcspResponse, PublishedCRL
 
 # RFC 5280 5.3.1 reason codes GovCA accepts. Decree 68 has no suspension (certificateHold) and
@@ -37,10 +38,9 @@ def parse_reason(text: str | None) -> str:
                        field="reason")
 
 
-def revoke(db: Database, clock: Clock, *, serial: str, reason: str, actor: str,
-           ca: str | None = None, invalidity_date: dt.datetime | None = None,
-           details: dict | None = None) -> Certificate:
-    """Revoke an issued certificate. Revoking twice is a Conflict, never a second record."""
+def _checked(serial: str, reason: str, invalidity_date: dt.datetime | None, now: dt.datetime
+             ) -> tuple[str, str, dt.datetime | None]:
+    """The request's own checks, before anything is read: (hex serial, reason, invalidity)."""
     reason = parse_reason(reason)
     try:
         hexserial = serials.to_hex(serials.parse(serial))
@@ -51,9 +51,17 @@ def revoke(db: Database, clock: Clock, *, serial: str, reason: str, actor: str,
             raise InvalidInput("an invalidity date is only recorded for keyCompromise",
                                field="invalidity_date")
         invalidity_date = require_aware(invalidity_date, "invalidity date").replace(microsecond=0)
-    now = clock.now().replace(microsecond=0)
     if invalidity_date is not None and invalidity_date > now:
         raise InvalidInput("the invalidity date cannot be in the future", field="invalidity_date")
+    return hexserial, reason, invalidity_date
+
+
+def revoke(db: Database, clock: Clock, *, serial: str, reason: str, actor: str,
+           ca: str | None = None, invalidity_date: dt.datetime | None = None,
+           details: dict | None = None) -> Certificate:
+    """Revoke an issued certificate. Revoking twice is a Conflict, never a second record."""
+    now = clock.now().replace(microsecond=0)
+    hexserial, reason, invalidity_date = _checked(serial, reason, invalidity_date, now)
     with db.transaction() as s:
         q = select(Certificate).join(CertificateAuthority).where(Certificate.serial == hexserial)
         if ca:
@@ -89,6 +97,83 @@ def revoke(db: Database, clock: Clock, *, serial: str, reason: str, actor: str,
         from ca.ra import notify  # e-mail outbox, in this transaction (docs/notices.md)
         notify.certificate_revoked(s, clock, row)
         return row
+
+
+def revoke_many(db: Database, clock: Clock, items: list[tuple[str, str, dict | None]], *,
+                actor: str, ca: str) -> list[str | CAError]:
+    """Several revocations by one CA in ONE transaction, each with revoke()'s checks and
+    effects (its certificate marked revoked, its pre-signed answer deleted, its own cert.revoke
+    event, its notice): `items` are (serial, reason, details). A refused item (unknown serial,
+    never released, already revoked: revoke()'s errors) changes nothing and is returned as its
+    error in its place; the others are revoked together and returned as their hex serials.
+    Set-based: the certificates are read with one query per 500 (locked, FOR UPDATE on
+    PostgreSQL, so no other revocation slips in between the check and the write), revoked by
+    one executemany UPDATE, their pre-signed answers deleted by one DELETE, the events written
+    by one record_many. Used by the reorganisation worker for a batch of replaced
+    certificates."""
+    now = clock.now().replace(microsecond=0)
+    out: list[str | CAError | None] = [None] * len(items)
+    checked: dict[int, tuple[str, str]] = {}
+    for i, (serial, reason, _details) in enumerate(items):
+        try:
+            hexserial, reason, _ = _checked(serial, reason, None, now)
+            checked[i] = (hexserial, reason)
+        except CAError as exc:
+            out[i] = exc
+    if not checked:
+        return out  # type: ignore[return-value]
+    ct, st = Certificate.__table__, Subscriber.__table__
+    with db.transaction() as s:
+        conn = s.connection()
+        ca_id = conn.execute(select(CertificateAuthority.__table__.c.id).where(
+            CertificateAuthority.__table__.c.name == ca)).scalar_one_or_none()
+        if ca_id is None:
+            raise NotFound(f"no CA named {ca!r}", field="ca")
+        wanted = sorted({h for h, _r in checked.values()})
+        found = {}
+        for k in range(0, len(wanted), 500):
+            found.update((row.serial, row) for row in conn.execute(
+                select(ct.c.id, ct.c.serial, ct.c.state, ct.c.revoked_at,
+                       ct.c.revocation_reason, st.c.domain_id)
+                .select_from(ct.outerjoin(st, st.c.id == ct.c.subscriber_id))
+                .where(ct.c.ca_id == ca_id, ct.c.serial.in_(wanted[k:k + 500]))
+                .with_for_update(of=ct)))
+        updates, events, serials_done = [], [], []
+        for i, (hexserial, reason) in checked.items():
+            row = found.get(hexserial)
+            if row is None:
+                out[i] = NotFound(f"no certificate with serial {hexserial}", field="serial")
+            elif row.state != "issued":
+                out[i] = Conflict(f"serial {hexserial} was never released ({row.state}); there "
+                                  f"is nothing to revoke", field="serial")
+            elif row.revoked_at is not None or hexserial in serials_done:
+                at = row.revoked_at or now
+                out[i] = Conflict(f"certificate {hexserial} is already revoked "
+                                  f"({row.revocation_reason or reason}, "
+                                  f"{at:%Y-%m-%d %H:%M:%SZ})", field="serial",
+                                  code="already_revoked")
+            else:
+                updates.append({"b_id": row.id, "b_reason": reason})
+                events.append(audit.Entry("cert.revoke", actor, now, f"{ca}:{hexserial}",
+                                          row.domain_id, {"reason": reason,
+                                                          "invalidity_date": None,
+                                                          **(items[i][2] or {})}))
+                serials_done.append(hexserial)
+                out[i] = hexserial
+        if updates:
+            conn.execute(update(ct).where(ct.c.id == bindparam("b_id"), ct.c.revoked_at.is_(None))
+                         .values(revoked_at=now, revocation_reason=bindparam("b_reason"),
+                                 invalidity_date=None), updates)
+            ot = OcspResponse.__table__
+            for k in range(0, len(serials_done), 500):
+                conn.execute(delete(ot).where(ot.c.ca_id == ca_id,
+                                              ot.c.serial.in_(serials_done[k:k + 500])))
+            audit.record_many(s, events)
+            from ca.ra import notify  # e-mail outbox, in this transaction (docs/notices.md)
+            if notify.enabled():
+                for row_id in (u["b_id"] for u in updates):
+                    notify.certificate_revoked(s, clock, s.get(Certificate, row_id))
+    return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,7 @@ class IssuanceService:
             with self.db.read() as s:  # beside the SQLite writer, not behind it
                 reads = _Reads(s)
                 reads.load_cas({reqs[i].ca for i in todo})
+                reads.load_reused([reqs[i] for i in todo])
                 keyed: list[int] = []
                 for i in todo:  # the CA and the key first (a re-certified key is read here)
                     try:
@@ -335,7 +336,7 @@ class IssuanceService:
         if ca.status != "active":
             raise PolicyViolation(f"CA {ca.name!r} is {ca.status} and issues nothing", field="ca")
         if req.reuse_key_serial is not None:
-            parsed = self._reused_key(s, req, ca)
+            parsed = self._reused_key(reads, req, ca)
         check_csr_key(parsed, profile.key_types)
         return parsed
 
@@ -533,14 +534,14 @@ class IssuanceService:
                          details={"error": exc.code, "message": exc.message})
 
     # -- step 2 pieces -----------------------------------------------------------------------
-    def _reused_key(self, s, req: IssueRequest, ca: CertificateAuthority) -> CertifiedKey:
-        """The public key of an earlier certificate of the same subscriber from this CA."""
+    def _reused_key(self, reads: "_Reads", req: IssueRequest, ca) -> CertifiedKey:
+        """The public key of an earlier certificate of the same subscriber from this CA (read
+        for the whole batch by `_Reads.load_reused`)."""
         try:
             serial_hex = serials.to_hex(serials.parse(str(req.reuse_key_serial)))
         except ValueError as exc:
             raise InvalidInput(str(exc), field="serial") from None
-        old = s.execute(select(Certificate).where(
-            Certificate.ca_id == ca.id, Certificate.serial == serial_hex)).scalar_one_or_none()
+        old = reads.reused.get((ca.id, serial_hex))
         if old is None or old.state != "issued" or old.der is None:
             raise NotFound(f"no issued certificate {req.reuse_key_serial} on CA {ca.name!r}",
                            field="serial")
@@ -640,12 +641,35 @@ class _Reads:
         self.versions: dict[int, int] = {}
         self.ca_spkis: set[str] = set()
         self.holders: dict[str, list[int | None]] = {}
+        self.reused: dict[tuple[int, str], object] = {}
 
     def load_cas(self, names) -> None:
         t = CertificateAuthority.__table__
         for chunk in _chunks(names):
             for row in self.conn.execute(select(t).where(t.c.name.in_(chunk))):
                 self.cas[row.name] = row
+
+    def load_reused(self, reqs: list[IssueRequest]) -> None:
+        """The earlier certificates whose keys `reqs` certify again (reuse_key_serial), by (CA
+        id, hex serial); a serial that does not parse is left to `_reused_key` to refuse."""
+        wanted: dict[int, set[str]] = {}
+        for req in reqs:
+            ca = self.cas.get(req.ca)
+            if req.reuse_key_serial is None or ca is None:
+                continue
+            try:
+                wanted.setdefault(ca.id, set()).add(
+                    serials.to_hex(serials.parse(str(req.reuse_key_serial))))
+            except ValueError:
+                continue
+        t = Certificate.__table__
+        for ca_id, serial_set in wanted.items():
+            for chunk in _chunks(serial_set):
+                for row in self.conn.execute(
+                        select(t.c.ca_id, t.c.serial, t.c.state, t.c.der, t.c.subscriber_id,
+                               t.c.spki_sha256).where(t.c.ca_id == ca_id,
+                                                      t.c.serial.in_(chunk))):
+                    self.reused[(row.ca_id, row.serial)] = row
 
     def load_holders(self, reqs: list[IssueRequest], keys: list) -> None:
         """The subscribers, organisations and versions of `reqs`, the holders of `keys`."""

@@ -1,6 +1,7 @@
-"""The worker: runs an approved plan in batches, throttled, resumable, one certificate at a time.
+"""The worker: runs an approved plan in batches, throttled, resumable.
 
-Per work item (idempotent; a SIGKILL anywhere is safe):
+Per work item (idempotent; a SIGKILL anywhere is safe), each step taken for a whole batch of items
+at once (`Runner.process_many`: a few transactions per batch, not per item):
  1. claim it: state -> 'issuing', attempts + 1                       (transaction, the intent)
  2. if it was already 'issuing' (a worker died): look for the certificate that worker issued
     for this item (the intent audit of every certificate carries `reorg_work`); a serial that
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ca import audit
 from ca.clock import Clock
@@ -31,7 +32,7 @@ from ca.ra.roles import Caller
 from ca.reorg import structure
 from ca.reorg.plans import canonical_items, content_hash, get_plan, items_of
 from ca.reorg.throttle import TokenBucket
-from ca.revocation import revoke
+from ca.revocation import revoke_many
 from ca.store.database import Database
 from ca.store.models import AuditEvent, Certificate, CertificateAuthority
 from ca.store.models_reorg import ReorgJob, ReorgPlan, ReorgWork
@@ -104,6 +105,7 @@ class Runner:
         self.progress = progress or (lambda info: None)
         self.fault = fault or (lambda point: None)
         self.bucket = TokenBucket(max(hsm_rate * share, 0.1))
+        self._item_seconds: float | None = None  # of the last batch (time-bounded slices)
 
     # -- lease -------------------------------------------------------------------------------
     def _lease_until(self):
@@ -196,7 +198,8 @@ class Runner:
         """Run the plan until it is done, paused or cancelled. With `max_seconds` and/or
         `max_items` (the scheduler's `reorg_worker` slices) it also stops, releasing the lease
         with the plan still running, once that much time has passed or that many items were
-        processed (checked after each item: a slice always makes progress); None = no limit."""
+        processed (checked after each batch, and a batch is cut to what `max_items` leaves: a
+        slice always makes progress); None = no limit."""
         t0 = time.perf_counter()
         job = self._start(plan_id)
         processed = signatures = 0
@@ -212,12 +215,14 @@ class Runner:
                 ids = self._next_batch(plan_id, only_in_flight=state == "cancelled")
                 if not ids:
                     break
-                for wid in ids:
-                    signed = self.process(plan_id, wid)
-                    processed += 1
-                    signatures += signed
-                    if spent():
-                        break
+                ids = ids[:self._batch_size(processed, max_items,
+                                            None if max_seconds is None else
+                                            max_seconds - (time.perf_counter() - t0))]
+                t_batch = time.perf_counter()
+                signed = self.process_many(plan_id, ids)
+                self._item_seconds = (time.perf_counter() - t_batch) / len(ids)
+                processed += len(ids)
+                signatures += signed
                 state = self._heartbeat(plan_id)
                 if state == "cancelled" and not self._next_batch(plan_id, True):
                     break
@@ -237,6 +242,17 @@ class Runner:
         return RunResult(plan_id=plan_id, state=final, total=total, done=done, failed=failed,
                          processed=processed, seconds=time.perf_counter() - t0,
                          signatures=signatures)
+
+    def _batch_size(self, processed: int, max_items: int | None, left: float | None) -> int:
+        """How many items the next batch may take: `batch`, cut to what `max_items` leaves and,
+        in a time-bounded slice, to what fits in the time left at the seconds per item of the
+        last batch (the first batch of a runner takes one item, to measure); at least one."""
+        n = self.batch
+        if max_items is not None:
+            n = min(n, max(1, max_items - processed))
+        if left is not None:
+            n = 1 if self._item_seconds is None else min(n, max(1, int(left / self._item_seconds)))
+        return n
 
     def _note_error(self, plan_id: int, exc: BaseException) -> None:
         try:
@@ -286,61 +302,98 @@ class Runner:
                          details={"plan_state": plan.state, **counts})
             return plan.state
 
-    # -- one work item -----------------------------------------------------------------------
+    # -- the work items ----------------------------------------------------------------------
     def process(self, plan_id: int, work_id: int) -> int:
         """Carry out one work item; returns the number of HSM signatures it took."""
+        return self.process_many(plan_id, [work_id])
+
+    def process_many(self, plan_id: int, work_ids: list[int]) -> int:
+        """Carry out a batch of work items, each exactly as alone (module docstring), in a few
+        transactions for the whole batch: one claims them all; one IssuanceService.issue_batch
+        makes the new certificates (its own reserving and storing transactions); one
+        revoke_many revokes the old ones; one marks them done. A refused item fails alone
+        (reorg.item.failed) and the others go on. Returns the number of HSM signatures."""
         now = self.clock.now()
         with self.db.transaction() as s:
-            w = s.get(ReorgWork, work_id)
-            if w is None or w.state not in ("pending", "issuing"):
+            work = {w.id: w for w in s.execute(select(ReorgWork).where(
+                ReorgWork.id.in_(work_ids), ReorgWork.state.in_(("pending", "issuing"))))
+                .scalars()}
+            if not work:
                 return 0
-            resumed = w.state == "issuing"
-            claimed = s.execute(update(ReorgWork).where(
-                ReorgWork.id == work_id, ReorgWork.state.in_(("pending", "issuing"))).values(
-                    state="issuing", attempts=ReorgWork.attempts + 1, claimed_at=now)).rowcount
-            if not claimed:
-                return 0
-            old = s.execute(select(Certificate).join(CertificateAuthority).where(
-                CertificateAuthority.name == self.ca,
-                Certificate.serial == w.old_serial)).scalar_one_or_none()
-            info = dict(action=w.action, reason=w.reason, profile=w.profile,
-                        sub=w.subscriber_id, old=w.old_serial)
-            old_info = (old.id, old.spki_sha256, old.not_after, old.revoked_at,
-                        old.revocation_reason) if old is not None else None
+            resumed = {wid for wid, w in work.items() if w.state == "issuing"}
+            claimed = set(s.execute(update(ReorgWork).where(
+                ReorgWork.id.in_(list(work)), ReorgWork.state.in_(("pending", "issuing")))
+                .values(state="issuing", attempts=ReorgWork.attempts + 1, claimed_at=now)
+                .returning(ReorgWork.id)).scalars())
+            items = [(wid, dict(action=w.action, reason=w.reason, profile=w.profile,
+                                sub=w.subscriber_id, old=w.old_serial))
+                     for wid, w in sorted(work.items()) if wid in claimed]
+            olds = {row.serial: (row.id, row.spki_sha256, row.not_after, row.revoked_at,
+                                 row.revocation_reason)
+                    for row in s.execute(select(
+                        Certificate.serial, Certificate.id, Certificate.spki_sha256,
+                        Certificate.not_after, Certificate.revoked_at,
+                        Certificate.revocation_reason).join(CertificateAuthority).where(
+                        CertificateAuthority.name == self.ca,
+                        Certificate.serial.in_([i["old"] for _w, i in items])))}
         self.fault("after_claim")
-        details = {"reorg_plan": plan_id, "reorg_work": work_id}
-        if old_info is None:
-            return self._failed(plan_id, work_id, "not_found", "the old certificate is gone")
-        new_serial, signed = None, 0
-        try:
-            if info["action"] == "change":
-                if resumed:
-                    new_serial = self._find_issued(work_id, info["sub"], old_info)
-                if new_serial is None:
-                    if old_info[3] is not None:
-                        return self._failed(plan_id, work_id, "old_revoked",
-                                            f"the old certificate was revoked meanwhile "
-                                            f"({old_info[4]}); nothing to change")
-                    self.bucket.take()
-                    cert = self.issuance.issue(IssueRequest(
-                        ca=self.ca, profile=info["profile"], csr=None, actor=self.actor,
-                        subscriber_id=info["sub"], reuse_key_serial=info["old"],
-                        not_after=old_info[2], details=details))
-                    new_serial, signed = cert.serial, 1
-                    self.fault("after_issue")
-            try:
-                revoke(self.db, self.clock, serial=info["old"], reason=info["reason"],
-                       actor=self.actor, ca=self.ca,
-                       details={**details, "replaced_by": new_serial})
-            except Conflict as exc:
-                if exc.code != "already_revoked":
-                    raise
+        signed = 0
+        new_serial: dict[int, str | None] = {}  # work id -> its new certificate (None: revoke)
+        to_issue: list[tuple[int, dict, tuple]] = []
+        for wid, info in items:
+            old_info = olds.get(info["old"])
+            if old_info is None:
+                self._failed(plan_id, wid, "not_found", "the old certificate is gone")
+                continue
+            if info["action"] != "change":
+                new_serial[wid] = None
+                continue
+            found = self._find_issued(wid, info["sub"], old_info) if wid in resumed else None
+            if found is not None:
+                new_serial[wid] = found
+            elif old_info[3] is not None:
+                self._failed(plan_id, wid, "old_revoked", f"the old certificate was revoked "
+                             f"meanwhile ({old_info[4]}); nothing to change")
+            else:
+                to_issue.append((wid, info, old_info))
+        if to_issue:
+            for _ in to_issue:  # one token per signature (take(n) waits for n at most burst)
+                self.bucket.take()
+            results = self.issuance.issue_batch([IssueRequest(
+                ca=self.ca, profile=info["profile"], csr=None, actor=self.actor,
+                subscriber_id=info["sub"], reuse_key_serial=info["old"],
+                not_after=old_info[2], details={"reorg_plan": plan_id, "reorg_work": wid})
+                for wid, info, old_info in to_issue])
+            for (wid, _info, _old), result in zip(to_issue, results):
+                if isinstance(result, CAError):
+                    self._failed(plan_id, wid, result.code, result.message)
+                else:
+                    new_serial[wid] = result.serial
+                    signed += 1
+            if signed:
+                self.fault("after_issue")
+        info_of = dict(items)
+        pending = [wid for wid, _info in items if wid in new_serial]
+        revoked = revoke_many(self.db, self.clock, [
+            (info_of[wid]["old"], info_of[wid]["reason"],
+             {"reorg_plan": plan_id, "reorg_work": wid, "replaced_by": new_serial[wid]})
+            for wid in pending], actor=self.actor, ca=self.ca) if pending else []
+        done = []
+        for wid, result in zip(pending, revoked):
+            if isinstance(result, CAError) and not (isinstance(result, Conflict)
+                                                    and result.code == "already_revoked"):
+                self._failed(plan_id, wid, result.code, result.message)
+            else:
+                done.append(wid)
+        if pending:
             self.fault("after_revoke")
-        except CAError as exc:
-            return self._failed(plan_id, work_id, exc.code, exc.message) or signed
-        with self.db.transaction() as s:
-            s.execute(update(ReorgWork).where(ReorgWork.id == work_id).values(
-                state="done", new_serial=new_serial, error=None, done_at=self.clock.now()))
+        if done:
+            at = self.clock.now()
+            with self.db.transaction() as s:
+                s.connection().execute(
+                    update(ReorgWork.__table__).where(ReorgWork.__table__.c.id == bindparam("w"))
+                    .values(state="done", new_serial=bindparam("n"), error=None, done_at=at),
+                    [{"w": wid, "n": new_serial[wid]} for wid in done])
         return signed
 
     def _failed(self, plan_id: int, work_id: int, code: str, message: str) -> int:

@@ -135,6 +135,71 @@ def test_revocation_rules(services, clock):
     assert exc.value.code == "already_revoked"
 
 
+def test_revoke_many_is_revoke_for_each_in_one_transaction(services, clock):
+    """revoke_many (the reorganisation worker's): each good item revoked with its own event, its
+    pre-signed answer deleted; each refused item returned as revoke()'s error, changing
+    nothing; the trail stays one valid chain."""
+    from ca import audit
+    from ca.store.models import AuditEvent, Certificate
+    from ca.store.models_crl import OcspResponse
+    from tests.crl.helpers import ocsp_service, responders
+    responders(services).ensure("issuing")
+    rows = [issue(services, f"staff.quangninh.{i}") for i in (1, 2, 3)]
+    assert ocsp_service(services).presign() >= 3
+    revocation.revoke(services.db, clock, serial=rows[2].serial, reason="superseded", actor="t")
+    with services.db.transaction() as s:
+        reserved = Certificate(ca_id=rows[0].ca_id, serial="7a" * 10, state="reserved",
+                               subscriber_id=rows[0].subscriber_id, profile="personal",
+                               subject="CN=x", not_before=clock.now(), not_after=clock.now(),
+                               spki_sha256="00" * 32, tbs_sha256="00" * 32,
+                               reserved_at=clock.now())
+        s.add(reserved)
+        events_before = s.execute(select(AuditEvent.seq).order_by(
+            AuditEvent.seq.desc())).scalars().first()
+    clock.advance(minutes=1)
+    out = revocation.revoke_many(services.db, clock, [
+        (rows[0].serial, "affiliationChanged", {"reorg_work": 1}),
+        (rows[1].serial.upper(), "cessationOfOperation", None),   # any serial spelling
+        (rows[2].serial, "superseded", None),                     # already revoked
+        ("abcdef", "superseded", None),                           # never issued
+        ("7a" * 10, "superseded", None),                          # reserved, never released
+        (rows[0].serial, "superseded", None),                     # twice in one call
+        (rows[1].serial, "unspecified", None),                    # not a reason GovCA writes
+    ], actor="reorg", ca="issuing")
+    assert out[:2] == [rows[0].serial, rows[1].serial]
+    assert isinstance(out[2], Conflict) and out[2].code == "already_revoked"
+    assert isinstance(out[3], NotFound)
+    assert isinstance(out[4], Conflict) and "never released" in out[4].message
+    assert isinstance(out[5], Conflict) and out[5].code == "already_revoked"
+    assert isinstance(out[6], InvalidInput)
+    with services.db.transaction() as s:
+        got = {c.serial: c for c in s.execute(select(Certificate).where(
+            Certificate.serial.in_([r.serial for r in rows] + ["7a" * 10]))).scalars()}
+        assert got[rows[0].serial].revocation_reason == "affiliationChanged"
+        assert got[rows[1].serial].revocation_reason == "cessationOfOperation"
+        assert got[rows[0].serial].revoked_at == clock.now().replace(microsecond=0)
+        assert got[rows[2].serial].revocation_reason == "superseded"  # unchanged
+        assert got[rows[2].serial].revoked_at < got[rows[0].serial].revoked_at
+        assert got["7a" * 10].revoked_at is None
+        # the pre-signed "good" answers of the two revoked now are gone, no other
+        left = set(s.execute(select(OcspResponse.serial)).scalars())
+        assert rows[0].serial not in left and rows[1].serial not in left
+        events = s.execute(select(AuditEvent).where(AuditEvent.seq > events_before)
+                           .order_by(AuditEvent.seq)).scalars().all()
+        assert [(e.action, e.target) for e in events] == [
+            ("cert.revoke", f"issuing:{rows[0].serial}"),
+            ("cert.revoke", f"issuing:{rows[1].serial}")]
+        assert '"reorg_work":1' in events[0].details.replace(" ", "")
+        assert events[0].domain_id is not None
+        assert not audit.verify_chain(s)
+    # and the CRL lists both with their reasons
+    crl = x509.load_der_x509_crl(publisher(services).publish("issuing").der)
+    for r, reason in ((rows[0], x509.ReasonFlags.affiliation_changed),
+                      (rows[1], x509.ReasonFlags.cessation_of_operation)):
+        entry = crl.get_revoked_certificate_by_serial_number(int(r.serial, 16))
+        assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == reason
+
+
 def test_status_at_a_past_time(services, clock):
     row = issue(services)
     issued_at = clock.now()
