@@ -617,8 +617,8 @@ def parse_args(argv=None):
     ap.add_argument("--count", type=int, help="certificates per core run")
     ap.add_argument("--api-count", type=int, help="certificates per API run")
     ap.add_argument("--clients", type=int, default=4, help="N concurrent clients")
-    ap.add_argument("--workers", type=int, default=4,
-                    help="gunicorn workers (4: as `govca serve` on 2 CPUs, 2 per CPU)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="gunicorn workers (default: as `govca serve`, 1 per CPU, at least 2)")
     ap.add_argument("--procs", type=int, default=2, help="worker processes of the core rows")
     ap.add_argument("--batch", type=int, default=50, help="requests per issue_batch call")
     ap.add_argument("--worker-class", choices=["sync", "gthread"], default=None,
@@ -647,6 +647,9 @@ def parse_args(argv=None):
         args.worker_class = "gthread" if args.threads > 1 else "sync"
     elif args.worker_class == "sync" and args.threads > 1:
         ap.error("--threads applies to --worker-class gthread (gunicorn would switch to it)")
+    if args.workers is None:  # what `govca serve` starts on this machine
+        from ra_portal.cli.core import serve_workers
+        args.workers = serve_workers()
     args.runs = 1 if args.quick else 3
     args.count = args.count or (300 if args.quick else 2000)
     args.api_count = args.api_count or (200 if args.quick else 1000)

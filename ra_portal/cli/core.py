@@ -285,22 +285,23 @@ def cert_show(svc, serial, ca_name, pem):
 
 # --- serving ---------------------------------------------------------------------------------
 def serve_workers(cpus: int | None = None, relying_parties: bool = False) -> int:
-    """Default worker count of `govca serve`: two single-threaded processes per CPU (at least
-    2). A request that holds the database's write lock then competes for a CPU with the OS's
-    fair scheduler, not for a GIL with its own process's threads; the batch API measured
-    20-25 % of the raw RSA-2048 rate this way against 19-20 % with 2 workers of 4 threads
-    (docs/performance-issuance.md §2c). `--relying-parties`: one OCSP worker (16 threads) per
-    CPU, at least 2, as docs/performance.md measured it."""
+    """Default worker count of `govca serve`: one single-threaded (`sync`) process per CPU, at
+    least 2. Each request is CPU work in its own process (SoftHSM signs in the worker), so a
+    second worker per CPU only adds processes that invalidate each other's SQLite page cache
+    and share the CPU caches: on 2 CPUs, with 4 clients of the batch API, 2 workers spent
+    7-12 % less CPU per certificate than 4 and issued 3-12 % more certificates/s, in every one
+    of eight alternating runs (docs/performance-issuance.md §2g). `--relying-parties`: one OCSP
+    worker (16 threads) per CPU, at least 2, as docs/performance.md measured it."""
     import os
     cpus = cpus or os.cpu_count() or 1
-    return max(2, cpus if relying_parties else 2 * cpus)
+    return max(2, cpus)
 
 
 @main.command()
 @click.option("--listen", default=None, help="host:port (default GOVCA_LISTEN or 127.0.0.1:8080)")
 @click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="gunicorn worker processes (default: 2 per CPU, each serving one request at "
-                   "a time; with --relying-parties 1 per CPU; at least 2)")
+              help="gunicorn worker processes (default: 1 per CPU, at least 2; each serves "
+                   "one request at a time, or 16 threads with --relying-parties)")
 @click.option("--relying-parties", is_flag=True,
               help="tune for OCSP/CRL traffic: the OCSP worker (crl/gunicorn_worker.py), 16 "
                    "threads, keep-alive, no per-request access log (docs/deployment.md)")
