@@ -141,7 +141,9 @@ def _bar(total):
 @reorg.command("run")
 @click.argument("plan_id", type=int)
 @click.option("--follow", is_flag=True, help="Show a progress bar with ETA.")
-@click.option("--batch", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--batch", type=click.IntRange(1, 10000), default=50, show_default=True,
+              help="Work items per batch: claimed, issued, revoked and marked done together "
+                   "(a pause or cancel takes effect between batches).")
 @click.option("--share", type=click.FloatRange(0.01, 1.0), default=0.5, show_default=True,
               help="Share of the measured HSM signing capacity this job may use.")
 @click.option("--hsm-rate", type=float, help="Use this signing rate instead of measuring it.")
