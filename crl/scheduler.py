@@ -5,14 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import socket
 import threading
-import uuid
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import delete, select
 
 from ca.clock import Clock
+from ca.owners import new_owner, owner_dead
 from ca.store.database import Database
 from ca.store.models_crl import SchedulerLease
 from ca.store.models_ops import SchedulerRun
@@ -40,12 +39,13 @@ REORG_DEFAULT_SHARE = 0.5
 
 
 class Lease:
-    """A lease row: whoever holds an unexpired lease leads; the holder renews it on each job."""
+    """A lease row: whoever holds an unexpired lease leads; the holder renews it on each job. A
+    lease held by a dead process of this machine is taken over at once (ca.owners)."""
 
     def __init__(self, db: Database, clock: Clock, *, name: str = LEASE_NAME,
                  holder: str | None = None, ttl: dt.timedelta = dt.timedelta(seconds=90)) -> None:
         self.db, self.clock, self.name, self.ttl = db, clock, name, ttl
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holder = holder or new_owner()
 
     def acquire(self) -> bool:
         """Take or renew the lease; False when another holder's lease is still running."""
@@ -58,7 +58,8 @@ class Lease:
                     s.add(SchedulerLease(name=self.name, holder=self.holder,
                                          expires_at=now + self.ttl, acquired_at=now))
                     return True
-                if row.holder != self.holder and row.expires_at > now:
+                if (row.holder != self.holder and row.expires_at > now
+                        and not owner_dead(row.holder)):
                     return False
                 if row.holder != self.holder:
                     row.acquired_at = now

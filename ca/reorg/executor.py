@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +25,7 @@ from ca import audit
 from ca.clock import Clock
 from ca.errors import CAError, Conflict
 from ca.issuance.service import IssuanceService, IssueRequest
+from ca.owners import new_owner, owner_dead
 from ca.ra.roles import Caller
 from ca.reorg import structure
 from ca.reorg.plans import canonical_items, content_hash, get_plan, items_of
@@ -43,30 +41,6 @@ LEASE_SECONDS = 30.0
 
 class LeaseLost(CAError):
     code = "lease_lost"
-
-
-def new_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _owner_dead(owner: str | None) -> bool:
-    """A lease held by a process of this machine that no longer exists can be taken at once."""
-    if not owner:
-        return True
-    try:
-        host, pid, _ = owner.split(":", 2)
-        pid_n = int(pid)
-    except ValueError:
-        return False
-    if host != socket.gethostname() or pid_n == os.getpid():
-        return False
-    try:
-        os.kill(pid_n, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 @dataclass
@@ -144,7 +118,7 @@ class Runner:
                     heartbeat_at=now)).rowcount
             if not taken:
                 s.refresh(job)
-                if not _owner_dead(job.lease_owner):
+                if not owner_dead(job.lease_owner):
                     raise Conflict(f"another worker ({job.lease_owner}) runs plan {plan.id} "
                                    f"until {job.lease_until:%H:%M:%S}Z; wait or stop it",
                                    code="busy")

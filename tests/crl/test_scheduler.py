@@ -30,6 +30,36 @@ def test_lease_has_one_holder_until_it_expires(db, clock):
     assert a.acquire()
 
 
+def test_lease_of_a_dead_process_of_this_machine_is_taken_at_once(db, clock):
+    """A crashed or killed leader (make run stopped with its lease running) does not leave
+    CRLs and OCSP unrefreshed until its lease expires; a live holder, or one on another host,
+    keeps its lease."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    host = socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        me = Lease(db, clock, ttl=dt.timedelta(seconds=90))
+        for holder, taken in ((f"{host}:{live.pid}:aaaa", False),
+                              (f"elsewhere.example:{gone.pid}:bbbb", False),
+                              (f"{host}:{gone.pid}:cccc", True)):
+            other = Lease(db, clock, holder=holder, ttl=dt.timedelta(seconds=90))
+            clock.advance(seconds=100)  # whoever held it before has expired
+            assert other.acquire()
+            assert me.acquire() is taken, holder
+            if taken:
+                assert not other.acquire()  # the new leader holds it now
+            me.release()
+    finally:
+        live.kill()
+        live.wait()
+    assert me.holder.startswith(f"{host}:{os.getpid()}:")
+
+
 def test_scheduler_round_issues_responders_publishes_and_presigns(services, clock):
     issue(services)
     sched = Scheduler(build_jobs(services), Lease(services.db, clock, holder="x"))
