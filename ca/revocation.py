@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, delete, select, update
 from ca import audit, serial as serials
 from ca.clock import Clock, require_aware
 from ca.errors import CAError, Conflict, InvalidInput, NotFound
-from ca.store.database import Database
+from ca.store.database import Database, in_chunks
 from ca.store.models import Certificate, CertificateAuthority, Subscriber
 from ca.store.models_crl import OcspResponse, PublishedCRL
 
@@ -56,6 +56,16 @@ def _checked(serial: str, reason: str, invalidity_date: dt.datetime | None, now:
     return hexserial, reason, invalidity_date
 
 
+def _never_released(hexserial: str, state: str) -> Conflict:
+    return Conflict(f"serial {hexserial} was never released ({state}); there is nothing to "
+                    f"revoke", field="serial")
+
+
+def _already_revoked(hexserial: str, reason: str | None, at: dt.datetime) -> Conflict:
+    return Conflict(f"certificate {hexserial} is already revoked ({reason}, "
+                    f"{at:%Y-%m-%d %H:%M:%SZ})", field="serial", code="already_revoked")
+
+
 def revoke(db: Database, clock: Clock, *, serial: str, reason: str, actor: str,
            ca: str | None = None, invalidity_date: dt.datetime | None = None,
            details: dict | None = None) -> Certificate:
@@ -73,16 +83,13 @@ def revoke(db: Database, clock: Clock, *, serial: str, reason: str, actor: str,
             raise InvalidInput("several CAs have issued this serial; name the CA", field="ca")
         row = rows[0]
         if row.state != "issued":
-            raise Conflict(f"serial {hexserial} was never released ({row.state}); there is "
-                           f"nothing to revoke", field="serial")
+            raise _never_released(hexserial, row.state)
         result = s.execute(
             update(Certificate).where(Certificate.id == row.id, Certificate.revoked_at.is_(None))
             .values(revoked_at=now, revocation_reason=reason, invalidity_date=invalidity_date))
         if result.rowcount != 1:
             s.refresh(row)
-            raise Conflict(f"certificate {hexserial} is already revoked "
-                           f"({row.revocation_reason}, {row.revoked_at:%Y-%m-%d %H:%M:%SZ})",
-                           field="serial", code="already_revoked")
+            raise _already_revoked(hexserial, row.revocation_reason, row.revoked_at)
         # The pre-signed OCSP answer ("good") is void from now on: delete it in the same
         # transaction, so no worker can read it from the database after the commit.
         s.execute(delete(OcspResponse).where(OcspResponse.ca_id == row.ca_id,
@@ -106,7 +113,7 @@ def revoke_many(db: Database, clock: Clock, items: list[tuple[str, str, dict | N
     event, its notice): `items` are (serial, reason, details). A refused item (unknown serial,
     never released, already revoked: revoke()'s errors) changes nothing and is returned as its
     error in its place; the others are revoked together and returned as their hex serials.
-    Set-based: the certificates are read with one query per 500 (locked, FOR UPDATE on
+    Set-based: the certificates are read with one query per IN_CHUNK (locked, FOR UPDATE on
     PostgreSQL, so no other revocation slips in between the check and the write), revoked by
     one executemany UPDATE, their pre-signed answers deleted by one DELETE, the events written
     by one record_many. Used by the reorganisation worker for a batch of replaced
@@ -129,45 +136,39 @@ def revoke_many(db: Database, clock: Clock, items: list[tuple[str, str, dict | N
             CertificateAuthority.__table__.c.name == ca)).scalar_one_or_none()
         if ca_id is None:
             raise NotFound(f"no CA named {ca!r}", field="ca")
-        wanted = sorted({h for h, _r in checked.values()})
         found = {}
-        for k in range(0, len(wanted), 500):
+        for chunk in in_chunks(sorted({h for h, _r in checked.values()})):
             found.update((row.serial, row) for row in conn.execute(
                 select(ct.c.id, ct.c.serial, ct.c.state, ct.c.revoked_at,
                        ct.c.revocation_reason, st.c.domain_id)
                 .select_from(ct.outerjoin(st, st.c.id == ct.c.subscriber_id))
-                .where(ct.c.ca_id == ca_id, ct.c.serial.in_(wanted[k:k + 500]))
+                .where(ct.c.ca_id == ca_id, ct.c.serial.in_(chunk))
                 .with_for_update(of=ct)))
-        updates, events, serials_done = [], [], []
+        updates, events, serials_done = [], [], set()
         for i, (hexserial, reason) in checked.items():
             row = found.get(hexserial)
             if row is None:
                 out[i] = NotFound(f"no certificate with serial {hexserial}", field="serial")
             elif row.state != "issued":
-                out[i] = Conflict(f"serial {hexserial} was never released ({row.state}); there "
-                                  f"is nothing to revoke", field="serial")
+                out[i] = _never_released(hexserial, row.state)
             elif row.revoked_at is not None or hexserial in serials_done:
-                at = row.revoked_at or now
-                out[i] = Conflict(f"certificate {hexserial} is already revoked "
-                                  f"({row.revocation_reason or reason}, "
-                                  f"{at:%Y-%m-%d %H:%M:%SZ})", field="serial",
-                                  code="already_revoked")
+                out[i] = _already_revoked(hexserial, row.revocation_reason or reason,
+                                          row.revoked_at or now)
             else:
                 updates.append({"b_id": row.id, "b_reason": reason})
                 events.append(audit.Entry("cert.revoke", actor, now, f"{ca}:{hexserial}",
                                           row.domain_id, {"reason": reason,
                                                           "invalidity_date": None,
                                                           **(items[i][2] or {})}))
-                serials_done.append(hexserial)
+                serials_done.add(hexserial)
                 out[i] = hexserial
         if updates:
             conn.execute(update(ct).where(ct.c.id == bindparam("b_id"), ct.c.revoked_at.is_(None))
                          .values(revoked_at=now, revocation_reason=bindparam("b_reason"),
                                  invalidity_date=None), updates)
             ot = OcspResponse.__table__
-            for k in range(0, len(serials_done), 500):
-                conn.execute(delete(ot).where(ot.c.ca_id == ca_id,
-                                              ot.c.serial.in_(serials_done[k:k + 500])))
+            for chunk in in_chunks(sorted(serials_done)):
+                conn.execute(delete(ot).where(ot.c.ca_id == ca_id, ot.c.serial.in_(chunk)))
             audit.record_many(s, events)
             from ca.ra import notify  # e-mail outbox, in this transaction (docs/notices.md)
             if notify.enabled():

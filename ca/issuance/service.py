@@ -46,7 +46,7 @@ from ca.keys import KeySpec, describe
 from ca.names import SubjectData, build_name, clean_dns_name, clean_email, name_text
 from ca.ports import KeyStore
 from ca.profiles.model import Profile
-from ca.store.database import Database, next_ids
+from ca.store.database import Database, in_chunks, next_ids
 from ca.store.models import (Certificate, CertificateAuthority, Organization, RaDomain,
                              Subscriber)
 from ca.store.models_org import OrganizationVersion
@@ -618,14 +618,6 @@ class IssuanceService:
                                   "generate a new key pair", field="csr", code="duplicate_key")
 
 
-_CHUNK = 500  # ids per IN (...) list
-
-
-def _chunks(values) -> list[list]:
-    values = list(values)
-    return [values[k:k + _CHUNK] for k in range(0, len(values), _CHUNK)]
-
-
 class _Reads:
     """Step 2's reads for a batch of requests, as Core queries over sets of ids in one read
     transaction: the CAs, the subscribers with their domains' localities, the organisation
@@ -645,7 +637,7 @@ class _Reads:
 
     def load_cas(self, names) -> None:
         t = CertificateAuthority.__table__
-        for chunk in _chunks(names):
+        for chunk in in_chunks(names):
             for row in self.conn.execute(select(t).where(t.c.name.in_(chunk))):
                 self.cas[row.name] = row
 
@@ -664,7 +656,7 @@ class _Reads:
                 continue
         t = Certificate.__table__
         for ca_id, serial_set in wanted.items():
-            for chunk in _chunks(serial_set):
+            for chunk in in_chunks(serial_set):
                 for row in self.conn.execute(
                         select(t.c.ca_id, t.c.serial, t.c.state, t.c.der, t.c.subscriber_id,
                                t.c.spki_sha256).where(t.c.ca_id == ca_id,
@@ -677,26 +669,26 @@ class _Reads:
         st, dt_, ot = Subscriber.__table__, RaDomain.__table__, Organization.__table__
         vt, ct, cat = (OrganizationVersion.__table__, Certificate.__table__,
                        CertificateAuthority.__table__)
-        for chunk in _chunks({r.subscriber_id for r in reqs if r.subscriber_id is not None}):
+        for chunk in in_chunks({r.subscriber_id for r in reqs if r.subscriber_id is not None}):
             for row in conn.execute(select(st.c.id, st.c.kind, st.c.domain_id,
                                            st.c.organization_id, st.c.full_name, st.c.email)
                                     .where(st.c.id.in_(chunk))):
                 self.subs[row.id] = row
-        for chunk in _chunks({s.domain_id for s in self.subs.values()}):
+        for chunk in in_chunks({s.domain_id for s in self.subs.values()}):
             for dom_id, locality in conn.execute(select(dt_.c.id, dt_.c.locality)
                                                  .where(dt_.c.id.in_(chunk))):
                 self.localities[dom_id] = locality
         wanted = {s.organization_id for s in self.subs.values()}
         own = set(wanted)
         while wanted:  # one query per level of the trees, upwards
-            for chunk in _chunks(wanted):
+            for chunk in in_chunks(wanted):
                 for row in conn.execute(select(ot.c.id, ot.c.parent_id, ot.c.kind, ot.c.name)
                                         .where(ot.c.id.in_(chunk))):
                     self.orgs[row.id] = row
             wanted = {o.parent_id for o in self.orgs.values()
                       if o.parent_id is not None and o.parent_id not in self.orgs} - wanted
         best: dict[int, tuple[int, int]] = {}
-        for chunk in _chunks(own):
+        for chunk in in_chunks(own):
             for org_id, ver_id, version in conn.execute(
                     select(vt.c.organization_id, vt.c.id, vt.c.version)
                     .where(vt.c.organization_id.in_(chunk))):
@@ -704,7 +696,7 @@ class _Reads:
                     best[org_id] = (version, ver_id)
         self.versions = {org_id: ver_id for org_id, (_v, ver_id) in best.items()}
         spkis = {k.spki_sha256 for k in keys}
-        for chunk in _chunks(spkis):
+        for chunk in in_chunks(spkis):
             self.ca_spkis.update(conn.execute(select(cat.c.spki_sha256)
                                               .where(cat.c.spki_sha256.in_(chunk))).scalars())
             for spki, holder in conn.execute(select(ct.c.spki_sha256, ct.c.subscriber_id).where(

@@ -277,10 +277,6 @@ class Runner:
             return plan.state
 
     # -- the work items ----------------------------------------------------------------------
-    def process(self, plan_id: int, work_id: int) -> int:
-        """Carry out one work item; returns the number of HSM signatures it took."""
-        return self.process_many(plan_id, [work_id])
-
     def process_many(self, plan_id: int, work_ids: list[int]) -> int:
         """Carry out a batch of work items, each exactly as alone (module docstring), in a few
         transactions for the whole batch: one claims them all; one IssuanceService.issue_batch

@@ -126,6 +126,15 @@ def configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+IN_CHUNK = 500  # values per IN (...) list: well under SQLite's and PostgreSQL's bind limits
+
+
+def in_chunks(values) -> list[list]:
+    """`values` cut into lists of at most IN_CHUNK, one per `column.in_(...)` query."""
+    values = list(values)
+    return [values[k:k + IN_CHUNK] for k in range(0, len(values), IN_CHUNK)]
+
+
 def next_ids(session: Session, table, n: int) -> list[int] | None:
     """On SQLite, the ids the next `n` rows of `table` will get, for a writing transaction to
     insert them with one executemany: SQLite cannot say which RETURNING row belongs to which

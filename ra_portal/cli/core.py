@@ -284,14 +284,14 @@ def cert_show(svc, serial, ca_name, pem):
 
 
 # --- serving ---------------------------------------------------------------------------------
-def serve_workers(cpus: int | None = None, relying_parties: bool = False) -> int:
+def serve_workers(cpus: int | None = None) -> int:
     """Default worker count of `govca serve`: one single-threaded (`sync`) process per CPU, at
     least 2. Each request is CPU work in its own process (SoftHSM signs in the worker), so a
     second worker per CPU only adds processes that invalidate each other's SQLite page cache
     and share the CPU caches: on 2 CPUs, with 4 clients of the batch API, 2 workers spent
     7-12 % less CPU per certificate than 4 and issued 3-12 % more certificates/s, in every one
-    of eight alternating runs (docs/performance-issuance.md §2g). `--relying-parties`: one OCSP
-    worker (16 threads) per CPU, at least 2, as docs/performance.md measured it."""
+    of eight alternating runs (docs/performance-issuance.md §2g). `--relying-parties` starts as
+    many OCSP workers (16 threads each), as docs/performance.md measured them."""
     import os
     cpus = cpus or os.cpu_count() or 1
     return max(2, cpus)
@@ -319,7 +319,7 @@ def serve(listen, workers, relying_parties):
         click.echo(f"demo logins: {creds}")
     os.environ.setdefault("GOVCA_SCHEDULER", "inprocess")  # CRL/OCSP freshness (crl/scheduler.py)
     if workers is None:  # see serve_workers()
-        workers = serve_workers(relying_parties=relying_parties)
+        workers = serve_workers()
     args = [sys.executable, "-m", "gunicorn", "--bind", listen, "--workers", str(workers)]
     if relying_parties:
         args += ["--worker-class", "crl.gunicorn_worker.OcspWorker", "--threads", "16",
